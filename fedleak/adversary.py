@@ -1,0 +1,75 @@
+"""The adversary: capture → attack → score → store.
+
+It knows nothing of how updates arrive (Flower's Message API strategy, or the legacy
+path SecAgg+ needs): whatever captures replies turns each into a
+:class:`~fedleak.updates.ClientUpdate` and calls :meth:`Adversary.observe`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fedleak.evaluation import AttackResult, Evaluator
+from fedleak.progress import Progress
+from fedleak.runner import AttackJob, AttackOutcome, AttackRunner
+from fedleak.scenario import Scenario
+from fedleak.store import ResultStore
+from fedleak.models import ModelSpec
+from fedleak.updates import ClientUpdate
+
+
+class Adversary:
+    def __init__(
+        self,
+        scenario: Scenario,
+        model: ModelSpec,
+        evaluator: Evaluator,
+        store: ResultStore,
+        runner: AttackRunner,
+        progress: Progress | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.model = model
+        self.evaluator = evaluator
+        self.store = store
+        self.runner = runner
+        self.progress = progress or Progress()
+
+    def wants(self, update: ClientUpdate) -> bool:
+        return self.scenario.capture.selects(update.server_round, update.partition_id)
+
+    def observe(self, update: ClientUpdate) -> None:
+        """Record ``update`` and, if the capture policy selects it, submit every attack."""
+        self.store.record_update(update)
+        if not self.wants(update):
+            return
+        if self.scenario.threat.known_labels:  # a capability flag: granted by the scenario
+            truth = self.evaluator.ground_truth(update.partition_id, update.server_round)
+            update = dataclasses.replace(update, known_labels=truth.labels)
+        for attack in self.scenario.attacks:
+            job = AttackJob(update, attack.name, attack.config, self.model)  # type: ignore[arg-type]
+            self.runner.submit(job, self.record_outcome)
+
+    def record_outcome(self, outcome: AttackOutcome) -> None:
+        """Score a finished attack against the re-derived ground truth and store it."""
+        update = outcome.job.update
+        result = AttackResult(
+            run_id=update.run_id, server_round=update.server_round, node_id=update.node_id,
+            partition_id=update.partition_id, attack=outcome.job.attack,
+            status="ok" if outcome.error is None else "failed", seconds=outcome.seconds,
+            error=outcome.error, threat=self.scenario.threat.model_dump(mode="json"),
+            defenses=[d.as_table() for d in self.scenario.defenses],
+        )
+        image = None
+        if outcome.reconstruction is not None:
+            scores, truth = self.evaluator.score(update, outcome.reconstruction)
+            result.metrics = scores.summary()
+            result.num_reconstructed = len(outcome.reconstruction.images)
+            result.num_ground_truth = len(truth)
+            result.extras = outcome.reconstruction.extras
+            if self.scenario.save_images:
+                name = f"r{update.server_round}-p{update.partition_id}-{outcome.job.attack}"
+                recon = outcome.reconstruction.images[scores.recon_index]
+                image = self.store.save_grid(name, truth.images[scores.truth_index], recon)
+        self.store.record_attack(result, image)
+        self.progress.attack_finished(result)

@@ -1,0 +1,26 @@
+"""Reconstruction attacks: the interface, the registry, one module per attack."""
+
+import sys
+
+from fedleak.attacks.base import (
+    ATTACKS,
+    Attack,
+    AttackConfig,
+    AttackNotApplicable,
+    Budget,
+    Reconstruction,
+    Requirement,
+)
+from fedleak.registry import import_submodules
+
+import_submodules(sys.modules[__name__])
+
+__all__ = [
+    "ATTACKS",
+    "Attack",
+    "AttackConfig",
+    "AttackNotApplicable",
+    "Budget",
+    "Reconstruction",
+    "Requirement",
+]

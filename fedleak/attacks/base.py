@@ -1,0 +1,94 @@
+"""The attack interface and registry.
+
+An attack turns one :class:`~fedleak.updates.ClientUpdate` plus the architecture
+(carrying the global weights the server sent) into a :class:`Reconstruction`. Each
+attack is one module that registers its class by name; its ``Config`` (a pydantic
+model) holds every knob and is validated from the scenario.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import torch
+from pydantic import Field
+
+from fedleak.config import Strict
+from fedleak.models import ImageClassifier
+from fedleak.registry import Registry
+from fedleak.updates import ClientUpdate
+
+
+class Requirement(StrEnum):
+    """What an attack needs from the capture (stored with every result)."""
+
+    GRADIENT = "gradient"
+    """Reads the update as one gradient (exact for FedSGD, the pseudo-gradient −Δ/(lr·steps) for FedAvg)."""
+
+
+class AttackNotApplicable(Exception):
+    """The attack cannot run on this model or update (stored as the failure reason)."""
+
+
+class AttackConfig(Strict):
+    """Options every attack has."""
+
+    seed: int = 0
+    time_budget_s: float | None = Field(None, gt=0)
+    """Stop after this many seconds and return the best so far (``None``: no limit)."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long an attack may run; ``deadline()`` starts its clock."""
+
+    seconds: float | None = None
+
+    def deadline(self) -> Deadline:
+        return Deadline(self.seconds)
+
+
+class Deadline:
+    def __init__(self, seconds: float | None) -> None:
+        self.started = time.perf_counter()
+        self.seconds = seconds
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def expired(self) -> bool:
+        return self.seconds is not None and self.elapsed >= self.seconds
+
+
+@dataclass
+class Reconstruction:
+    """Recovered images ``(B, C, H, W)`` in [0, 1], labels if recovered, and how it went."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    seconds: float
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Attack(ABC):
+    Config: ClassVar[type[AttackConfig]] = AttackConfig
+    requires: ClassVar[frozenset[Requirement]] = frozenset({Requirement.GRADIENT})
+
+    def __init__(self, config: AttackConfig) -> None:
+        self.config = config
+
+    @abstractmethod
+    def run(self, update: ClientUpdate, model: ImageClassifier, budget: Budget) -> Reconstruction:
+        """Reconstruct the client's training images from ``update``.
+
+        ``model`` holds the global weights the server sent. Raises
+        :class:`AttackNotApplicable` when the model or update does not fit the attack.
+        """
+
+
+ATTACKS: Registry[type[Attack]] = Registry("attack")

@@ -1,0 +1,82 @@
+"""Plain configuration records shared by the library (validated by pydantic).
+
+These carry no behaviour and import nothing from fedleak, so any module can depend on
+them. :mod:`fedleak.scenario` composes them into a whole :class:`~fedleak.scenario.Scenario`
+and adds the checks that need the component registries.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    """Base for every config record: unknown keys are errors, values are re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+
+class DatasetConfig(Strict):
+    name: str = "digits"
+    data_root: Path | None = None
+    """Folder with the dataset's files. ``None``: ``~/.cache/fedleak/<name>``."""
+    download: bool = False
+    """Let torchvision download into ``data_root`` (needs a network)."""
+
+
+class PartitionConfig(Strict):
+    num_clients: int = Field(4, ge=1, le=10_000)
+    method: Literal["iid", "dirichlet"] = "iid"
+    alpha: float = Field(0.5, gt=0)
+    """Dirichlet concentration (``method = "dirichlet"``): small is more skewed."""
+    min_partition_size: int = Field(2, ge=0)
+
+
+class TrainingConfig(Strict):
+    """What the server configures for local training (and therefore knows)."""
+
+    algorithm: Literal["fedsgd", "fedavg"] = "fedsgd"
+    lr: float = Field(0.1, gt=0)
+    batch_size: int = Field(1, ge=1)
+    local_epochs: int = Field(1, ge=1)
+    """FedAvg: passes over the shard (ignored when ``local_steps`` > 0)."""
+    local_steps: int = Field(0, ge=0)
+    """FedAvg: a fixed number of SGD steps instead of epochs (0 = use epochs)."""
+
+
+class FederationConfig(Strict):
+    rounds: int = Field(3, ge=1)
+    fraction_train: float = Field(1.0, gt=0, le=1)
+    client_cpus: float = Field(1.0, gt=0)
+    """CPU cores Ray reserves per simulated client."""
+    test_samples: int = Field(500, ge=1)
+    """Test images for the server-side utility metric (global-model accuracy)."""
+
+
+class CaptureConfig(Strict):
+    """Which captured updates the server attacks (every update is recorded)."""
+
+    rounds: list[int] = Field(default_factory=list)
+    """Rounds to attack; empty means every round."""
+    clients: list[int] = Field(default_factory=list)
+    """Partition ids to attack; empty means every client."""
+
+    def selects(self, server_round: int, partition_id: int) -> bool:
+        return (not self.rounds or server_round in self.rounds) and (
+            not self.clients or partition_id in self.clients
+        )
+
+
+class ThreatModel(Strict):
+    """What the server is and knows beyond the protocol (stored with every result)."""
+
+    server: Literal["honest-but-curious", "malicious"] = "honest-but-curious"
+    known_labels: bool = False
+    """Capability flag: the attacker is given the true labels of the batch."""
+
+
+class RunnerConfig(Strict):
+    name: Literal["inline"] = "inline"

@@ -1,0 +1,11 @@
+"""Datasets by name, client partitioning and the deterministic data plan."""
+
+import sys
+
+from fedleak.data.datasets import DATASETS, DatasetSplits, ImageDataset, load_dataset
+from fedleak.data.plan import DataPlan, build_plan
+from fedleak.registry import import_submodules
+
+import_submodules(sys.modules[__name__])
+
+__all__ = ["DATASETS", "DataPlan", "DatasetSplits", "ImageDataset", "build_plan", "load_dataset"]

@@ -1,0 +1,42 @@
+"""CIFAR-10 and CIFAR-100 through torchvision (download or an existing ``data_root``)."""
+
+from __future__ import annotations
+
+import torch
+from torchvision import datasets as tv_datasets
+
+from fedleak.config import DatasetConfig
+from fedleak.data.datasets import DATASETS, DatasetSplits, ImageDataset, default_root
+from fedleak.errors import FedleakError
+
+
+def _split(tv_class: type, config: DatasetConfig, train: bool) -> ImageDataset:
+    root = default_root(config)
+    try:
+        data = tv_class(str(root), train=train, download=config.download)
+    except RuntimeError:
+        raise FedleakError(
+            f"dataset.data_root: {config.name} not found in {root}; point data_root at "
+            "the extracted batches or set dataset.download = true where a network exists"
+        ) from None
+    images = torch.from_numpy(data.data).permute(0, 3, 1, 2).float() / 255.0
+    return ImageDataset(images, torch.tensor(data.targets, dtype=torch.int64))
+
+
+def _load(config: DatasetConfig, tv_class: type, num_classes: int) -> DatasetSplits:
+    return DatasetSplits(
+        name=config.name,
+        train=_split(tv_class, config, train=True),
+        test=_split(tv_class, config, train=False),
+        num_classes=num_classes,
+    )
+
+
+@DATASETS.register("cifar10")
+def load_cifar10(config: DatasetConfig) -> DatasetSplits:
+    return _load(config, tv_datasets.CIFAR10, 10)
+
+
+@DATASETS.register("cifar100")
+def load_cifar100(config: DatasetConfig) -> DatasetSplits:
+    return _load(config, tv_datasets.CIFAR100, 100)

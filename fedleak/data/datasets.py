@@ -1,0 +1,77 @@
+"""Image datasets by name, as tensors in [0, 1].
+
+Each loader is registered in :data:`DATASETS` by its own module and returns a
+:class:`DatasetSplits`. Loading is cached per process: in a simulation the server and
+every client actor ask for the same data many times.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fedleak.config import DatasetConfig
+from fedleak.registry import Registry
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """Images ``(N, C, H, W)`` float32 in [0, 1] and labels ``(N,)`` int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or len(self.images) != len(self.labels):
+            raise ValueError("images must be (N, C, H, W) with one label each")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """A dataset's training pool (partitioned among clients) and its test split."""
+
+    name: str
+    train: ImageDataset
+    test: ImageDataset
+    num_classes: int
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.train.image_shape
+
+    @property
+    def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and std of the training pool (the model normalises with them)."""
+        images = self.train.images
+        mean = images.mean(dim=(0, 2, 3))
+        std = images.std(dim=(0, 2, 3)).clamp_min(1e-3)
+        return tuple(mean.tolist()), tuple(std.tolist())
+
+
+DatasetLoader = Callable[[DatasetConfig], DatasetSplits]
+DATASETS: Registry[DatasetLoader] = Registry("dataset")
+
+
+def load_dataset(config: DatasetConfig) -> DatasetSplits:
+    """Load (once per process) the dataset the config names."""
+    return _load_cached(config.name, config.data_root, config.download)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(name: str, data_root: Path | None, download: bool) -> DatasetSplits:
+    return DATASETS.get(name)(DatasetConfig(name=name, data_root=data_root, download=download))
+
+
+def default_root(config: DatasetConfig) -> Path:
+    return config.data_root or Path.home() / ".cache" / "fedleak" / config.name

@@ -1,0 +1,10 @@
+"""Client-side defenses (one module per family) and the pipeline that applies them."""
+
+import sys
+
+from fedleak.defenses.base import DEFENSES, Defense, DefensePipeline
+from fedleak.registry import import_submodules
+
+import_submodules(sys.modules[__name__])
+
+__all__ = ["DEFENSES", "Defense", "DefensePipeline"]

@@ -1,0 +1,57 @@
+"""The evaluator: score a reconstruction against the samples the client really used.
+
+The ground truth is re-derived from the data plan — the same pure function the
+client sampled its batches from — never taken from a Flower message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from fedleak.attacks import Reconstruction
+from fedleak.config import TrainingConfig
+from fedleak.data import DataPlan, ImageDataset
+from fedleak.metrics import MatchedScores, score
+from fedleak.updates import ClientUpdate
+
+
+@dataclass
+class AttackResult:
+    """One attack on one captured update, scored (or failed, with its reason)."""
+
+    run_id: str
+    server_round: int
+    node_id: int
+    partition_id: int
+    attack: str
+    status: str  # "ok" | "failed"
+    seconds: float
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    num_reconstructed: int = 0
+    num_ground_truth: int = 0
+    error: str | None = None
+    threat: dict[str, Any] = field(default_factory=dict)
+    defenses: list[dict[str, Any]] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Evaluator:
+    """Knows the training pool and the data plan; scores reconstructions."""
+
+    def __init__(self, pool: ImageDataset, plan: DataPlan, training: TrainingConfig) -> None:
+        self.pool = pool
+        self.plan = plan
+        self.training = training
+
+    def ground_truth(self, partition_id: int, server_round: int) -> ImageDataset:
+        """The distinct samples client ``partition_id`` trained on in ``server_round``."""
+        index = torch.as_tensor(self.plan.samples(partition_id, server_round, self.training))
+        return ImageDataset(self.pool.images[index], self.pool.labels[index])
+
+    def score(self, update: ClientUpdate, reconstruction: Reconstruction) -> tuple[MatchedScores, ImageDataset]:
+        truth = self.ground_truth(update.partition_id, update.server_round)
+        scores = score(reconstruction.images, truth.images, reconstruction.labels, truth.labels)
+        return scores, truth

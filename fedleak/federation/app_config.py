@@ -1,0 +1,31 @@
+"""Reading the scenario from Flower's run config (the ``flwr run .`` path).
+
+``[tool.flwr.app.config]`` in pyproject.toml names ``scenario`` (relative to the app
+directory) and ``out-dir``; ``flwr run . --run-config "scenario='scenarios/x.toml'"``
+overrides them.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from flwr.app import Context
+
+from fedleak.federation.server import new_run_dir
+from fedleak.scenario import Scenario, load_scenario
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: Path) -> Scenario:
+    return load_scenario(path)
+
+
+def scenario_from_run_config(context: Context, app_dir: Path) -> Scenario:
+    return _load(app_dir / str(context.run_config["scenario"]))
+
+
+def run_from_run_config(context: Context, app_dir: Path) -> tuple[Scenario, Path]:
+    scenario = scenario_from_run_config(context, app_dir)
+    out_dir = Path(str(context.run_config.get("out-dir", "runs"))).expanduser()
+    return scenario, new_run_dir(out_dir, scenario)

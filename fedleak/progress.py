@@ -1,0 +1,41 @@
+"""Progress reporting for long runs (rounds and attacks as they complete)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from fedleak.evaluation import AttackResult
+
+
+class Progress:
+    """Receives run events; the base class ignores them (library use, tests)."""
+
+    def round_captured(self, server_round: int, num_rounds: int, captured: int, attacked: int) -> None: ...
+
+    def attack_finished(self, result: AttackResult) -> None: ...
+
+    def round_evaluated(self, server_round: int, accuracy: float) -> None: ...
+
+
+class ConsoleProgress(Progress):
+    """One line per event on stderr."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
+
+    def round_captured(self, server_round: int, num_rounds: int, captured: int, attacked: int) -> None:
+        self.console.print(f"[bold]round {server_round}/{num_rounds}[/]: captured {captured} updates, "
+                           f"attacking {attacked}")
+
+    def attack_finished(self, result: AttackResult) -> None:
+        where = f"  {result.attack:<10} client {result.partition_id:<3}"
+        if result.status != "ok":
+            self.console.print(f"{where} [red]failed[/]: {result.error}")
+            return
+        m = result.metrics
+        labels = "" if m.get("label_accuracy") is None else f"  labels {m['label_accuracy']:.0%}"
+        self.console.print(f"{where} PSNR {m['psnr']:6.2f} dB  SSIM {m['ssim']:.3f}  "
+                           f"MSE {m['mse']:.2e}{labels}  {result.seconds:.1f}s")
+
+    def round_evaluated(self, server_round: int, accuracy: float) -> None:
+        self.console.print(f"  global model after round {server_round}: test accuracy {accuracy:.1%}")

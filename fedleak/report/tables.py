@@ -1,0 +1,41 @@
+"""Per-round tables of a run: utility and what each attack recovered."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from fedleak.store import ResultStore
+
+_ATTACK_SUMMARY = """
+SELECT round, attack, COUNT(*) AS attacks, SUM(status = 'ok') AS ok,
+       AVG(psnr) AS psnr, AVG(ssim) AS ssim, AVG(mse) AS mse,
+       AVG(label_accuracy) AS label_accuracy, AVG(success_rate) AS success_rate,
+       AVG(seconds) AS seconds
+FROM attack_results WHERE run_id = ? GROUP BY round, attack ORDER BY round, attack
+"""
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def round_table(store: ResultStore, run_id: str) -> Table:
+    """One row per (round, attack): means over the attacked clients."""
+    accuracy = {r["round"]: r["test_accuracy"] for r in store.query(
+        "SELECT round, test_accuracy FROM rounds WHERE run_id = ?", run_id)}
+    table = Table(title=f"run {run_id}")
+    for column in ("round", "test acc", "attack", "ok/total", "PSNR dB", "SSIM", "MSE",
+                   "label acc", "success", "time s"):
+        table.add_column(column, justify="right")
+    rows = store.query(_ATTACK_SUMMARY, run_id)
+    for row in rows:
+        table.add_row(
+            str(row["round"]), _fmt(accuracy.get(row["round"]), ".1%"), row["attack"],
+            f"{row['ok']}/{row['attacks']}", _fmt(row["psnr"], ".2f"), _fmt(row["ssim"], ".3f"),
+            _fmt(row["mse"], ".2e"), _fmt(row["label_accuracy"], ".0%"),
+            _fmt(row["success_rate"], ".0%"), _fmt(row["seconds"], ".1f"),
+        )
+    attacked = {row["round"] for row in rows}
+    for server_round in sorted(set(accuracy) - attacked - {0}):
+        table.add_row(str(server_round), _fmt(accuracy[server_round], ".1%"), *["–"] * 8)
+    return table

@@ -1,0 +1,177 @@
+"""The scenario: one TOML file that fully determines a run.
+
+``load_scenario`` reads a file, applies ``--set key=value`` overrides, validates
+everything (component names against their registries, each component's own
+parameters against its config class) and turns any problem into a one-line
+:class:`~fedleak.errors.FedleakError` naming the key.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any
+
+import tomli_w
+from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, ValidationError, field_validator
+
+from fedleak.attacks import ATTACKS
+from fedleak.config import (
+    CaptureConfig,
+    DatasetConfig,
+    FederationConfig,
+    PartitionConfig,
+    RunnerConfig,
+    Strict,
+    ThreatModel,
+    TrainingConfig,
+)
+from fedleak.data import DATASETS
+from fedleak.defenses import DEFENSES
+from fedleak.errors import FedleakError
+from fedleak.models import MODELS
+from fedleak.registry import Registry
+
+
+class Component(Strict):
+    """A registered component chosen by name, with its own validated config."""
+
+    name: str
+    config: BaseModel
+
+    def as_table(self) -> dict[str, Any]:
+        return {"name": self.name, **self.config.model_dump(mode="json", exclude_none=True)}
+
+
+def _component(registry: Registry[Any]) -> tuple[BeforeValidator, PlainSerializer]:
+    """Validator/serializer pair turning ``{name = "...", **params}`` into a Component."""
+
+    def validate(value: Any) -> Component:
+        if isinstance(value, Component):
+            return value
+        if not isinstance(value, dict) or "name" not in value:
+            raise ValueError(f"expected a table with a 'name' key (a {registry.kind})")
+        params = dict(value)
+        name = params.pop("name")
+        if name not in registry:
+            raise ValueError(
+                f"name: unknown {registry.kind} '{name}'; allowed: {', '.join(registry.names())}"
+            )
+        try:
+            config = registry.get(name).Config.model_validate(params)
+        except ValidationError as error:
+            raise ValueError(_first_error(error)) from None
+        return Component(name=name, config=config)
+
+    return BeforeValidator(validate), PlainSerializer(Component.as_table)
+
+
+ModelComponent = Annotated[Component, *_component(MODELS)]
+AttackComponent = Annotated[Component, *_component(ATTACKS)]
+DefenseComponent = Annotated[Component, *_component(DEFENSES)]
+
+
+class Scenario(Strict):
+    """Everything a run needs; ``Scenario.model_validate`` checks it all."""
+
+    name: str = Field("scenario", pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    dataset: DatasetConfig = DatasetConfig()
+    partition: PartitionConfig = PartitionConfig()
+    model: ModelComponent = Field(default_factory=lambda: {"name": "lenet"}, validate_default=True)
+    training: TrainingConfig = TrainingConfig()
+    federation: FederationConfig = FederationConfig()
+    capture: CaptureConfig = CaptureConfig()
+    threat: ThreatModel = ThreatModel()
+    attacks: list[AttackComponent] = Field(default_factory=list)
+    defenses: list[DefenseComponent] = Field(default_factory=list)
+    runner: RunnerConfig = RunnerConfig()
+    save_images: bool = True
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, dataset: DatasetConfig) -> DatasetConfig:
+        if dataset.name not in DATASETS:
+            raise ValueError(
+                f"name: unknown dataset '{dataset.name}'; allowed: {', '.join(DATASETS.names())}"
+            )
+        return dataset
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
+
+
+def load_scenario(path: str | Path, overrides: Iterable[str] = ()) -> Scenario:
+    """Read, override and validate a scenario file.
+
+    Raises:
+        FedleakError: one line naming the file, the key and what is allowed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FedleakError(f"scenario file not found: {path}")
+    try:
+        table = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise FedleakError(f"{path}: invalid TOML: {error}") from None
+    for override in overrides:
+        apply_override(table, override)
+    return parse_scenario(table, source=str(path))
+
+
+def parse_scenario(table: dict[str, Any], source: str = "scenario") -> Scenario:
+    try:
+        return Scenario.model_validate(table)
+    except ValidationError as error:
+        more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+        raise FedleakError(f"{source}: {_first_error(error)}{more}") from None
+
+
+def apply_override(table: dict[str, Any], override: str) -> None:
+    """Apply one ``dotted.key=value`` override; the value is read as a TOML literal
+    (``3``, ``true``, ``[1, 2]``) and otherwise taken as a plain string."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise FedleakError(f"--set expects key=value, got '{override}'")
+    *parents, leaf = key.strip().split(".")
+    node: Any = table
+    for part in parents:
+        node = _child(node, part, key)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    if isinstance(node, list):
+        node[_index(node, leaf, key)] = value
+    else:
+        node[leaf] = value
+
+
+def _child(node: Any, part: str, key: str) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, key)]
+    return node.setdefault(part, {})
+
+
+def _index(node: list[Any], part: str, key: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise FedleakError(f"--set {key}: '{part}' is not an index of a list of {len(node)}")
+    return int(part)
+
+
+_KEYED_MESSAGE = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")
+
+
+def _first_error(error: ValidationError) -> str:
+    """One line for the first error: ``attacks[0].iterations: Input should be > 0``."""
+    first = error.errors()[0]
+    location = "".join(
+        f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]
+    ).lstrip(".")
+    message = first["msg"].removeprefix("Value error, ")
+    if location and _KEYED_MESSAGE.match(message):
+        return f"{location}.{message}"
+    return f"{location}: {message}" if location else message
+

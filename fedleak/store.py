@@ -1,0 +1,117 @@
+"""The results store: one SQLite database (WAL) plus PNG grids in a run directory.
+
+Every write commits at once, so a crash later in a run loses nothing already stored.
+Layout of a run directory::
+
+    results.sqlite      runs, rounds, updates, attack_results
+    scenario.toml       the resolved scenario (re-runnable with ``fedleak run``)
+    images/             r{round}-p{partition}-{attack}.png: truth row above reconstruction row
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.utils import save_image
+
+from fedleak.errors import FedleakError
+from fedleak.evaluation import AttackResult
+from fedleak.updates import ClientUpdate
+
+DATABASE = "results.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, name TEXT, started REAL, finished REAL,
+    status TEXT, scenario TEXT);
+CREATE TABLE IF NOT EXISTS rounds (
+    run_id TEXT, round INTEGER, test_accuracy REAL, test_loss REAL, finished REAL,
+    PRIMARY KEY (run_id, round));
+CREATE TABLE IF NOT EXISTS updates (
+    run_id TEXT, round INTEGER, node_id TEXT, partition_id INTEGER,
+    algorithm TEXT, lr REAL, local_steps INTEGER, batch_size INTEGER,
+    num_examples INTEGER, update_norm REAL);
+CREATE TABLE IF NOT EXISTS attack_results (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, round INTEGER, node_id TEXT,
+    partition_id INTEGER, attack TEXT, status TEXT, error TEXT, seconds REAL,
+    mse REAL, psnr REAL, ssim REAL, label_accuracy REAL, success_rate REAL,
+    num_reconstructed INTEGER, num_ground_truth INTEGER,
+    threat TEXT, defenses TEXT, extras TEXT, image TEXT);
+"""
+
+
+class ResultStore:
+    """Writes and reads one run directory's database. Safe to share across threads."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        (self.directory / "images").mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.directory / DATABASE, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    @classmethod
+    def open_existing(cls, directory: Path) -> ResultStore:
+        if not (Path(directory) / DATABASE).is_file():
+            raise FedleakError(f"not a run directory (no {DATABASE}): {directory}")
+        return cls(directory)
+
+    def _write(self, sql: str, values: tuple[Any, ...] | dict[str, Any]) -> None:
+        with self._lock, self._db:
+            self._db.execute(sql, values)
+
+    def start_run(self, run_id: str, name: str, scenario_toml: str) -> None:
+        (self.directory / "scenario.toml").write_text(scenario_toml)
+        self._write("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, NULL, 'running', ?)",
+                    (run_id, name, time.time(), scenario_toml))
+
+    def finish_run(self, run_id: str, status: str = "finished") -> None:
+        self._write("UPDATE runs SET finished = ?, status = ? WHERE run_id = ?", (time.time(), status, run_id))
+
+    def record_round(self, run_id: str, server_round: int, accuracy: float, loss: float) -> None:
+        self._write("INSERT OR REPLACE INTO rounds VALUES (?, ?, ?, ?, ?)",
+                    (run_id, server_round, accuracy, loss, time.time()))
+
+    def record_update(self, update: ClientUpdate) -> None:
+        meta = update.metadata
+        self._write(
+            "INSERT INTO updates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (update.run_id, update.server_round, str(update.node_id), update.partition_id, meta.algorithm,
+             meta.lr, meta.local_steps, meta.batch_size, meta.num_examples, update.norm()),
+        )
+
+    def record_attack(self, result: AttackResult, image: str | None = None) -> None:
+        row = asdict(result)
+        metrics = row.pop("metrics")
+        row.update({k: metrics.get(k) for k in ("mse", "psnr", "ssim", "label_accuracy", "success_rate")})
+        row.update({k: json.dumps(row[k]) for k in ("threat", "defenses", "extras")})
+        row["image"] = image
+        row["round"] = row.pop("server_round")
+        row["node_id"] = str(row["node_id"])  # Flower node ids are 64-bit unsigned
+        columns = ", ".join(row)
+        self._write(f"INSERT INTO attack_results ({columns}) VALUES ({', '.join(':' + c for c in row)})", row)
+
+    def save_grid(self, name: str, truth: torch.Tensor, recon: torch.Tensor) -> str:
+        """Save ground truth (top row) above the matched reconstructions; returns the relative path."""
+        path = Path("images") / f"{name}.png"
+        columns = max(len(truth), len(recon))
+        pad = lambda x: torch.cat([x, torch.zeros(columns - len(x), *x.shape[1:])])  # noqa: E731
+        save_image(torch.cat([pad(truth), pad(recon)]), self.directory / path, nrow=columns, padding=1)
+        return str(path)
+
+    def query(self, sql: str, *values: Any) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(row) for row in self._db.execute(sql, values)]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

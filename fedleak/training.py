@@ -1,0 +1,52 @@
+"""Local training on a client: FedSGD (one step) and FedAvg (many), plain SGD.
+
+Plain SGD without momentum or weight decay, so that the hyperparameters the server
+configured (lr, steps, batch size) fully describe the update it receives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fedleak.data import ImageDataset
+
+
+@dataclass(frozen=True)
+class LocalTrainingReport:
+    steps: int
+    num_examples: int
+    mean_loss: float
+
+
+def train_locally(
+    model: nn.Module, pool: ImageDataset, batches: Sequence[np.ndarray], lr: float
+) -> LocalTrainingReport:
+    """Run one SGD step per batch of training-pool indices, in order, in place."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    model.train()
+    losses = []
+    for batch in batches:
+        index = torch.as_tensor(batch)
+        loss = F.cross_entropy(model(pool.images[index]), pool.labels[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    seen = len(np.unique(np.concatenate(batches))) if batches else 0
+    return LocalTrainingReport(len(batches), seen, float(np.mean(losses)) if losses else 0.0)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageDataset) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of ``model`` on ``data``."""
+    model.eval()
+    logits = model(data.images)
+    loss = F.cross_entropy(logits, data.labels).item()
+    accuracy = (logits.argmax(1) == data.labels).float().mean().item()
+    return accuracy, loss

@@ -1,0 +1,56 @@
+"""What the server captures from one client in one round."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+Weights = dict[str, torch.Tensor]
+"""A model's parameters by ``state_dict`` name."""
+
+
+@dataclass(frozen=True)
+class UpdateMetadata:
+    """The training hyperparameters the server configured and the reply declared."""
+
+    algorithm: str
+    lr: float
+    local_steps: int
+    batch_size: int
+    num_examples: int
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    """One client's reply as the server saw it (after any client-side defense).
+
+    ``known_labels`` is set only when the scenario's threat model grants the
+    ``known_labels`` capability; it is never read from a Flower message.
+    """
+
+    run_id: str
+    server_round: int
+    node_id: int
+    partition_id: int
+    global_weights: Weights
+    client_weights: Weights
+    metadata: UpdateMetadata
+    known_labels: torch.Tensor | None = None
+
+    @property
+    def delta(self) -> Weights:
+        """Δ = w_returned − w_sent."""
+        return {k: self.client_weights[k] - w for k, w in self.global_weights.items()}
+
+    def pseudo_gradient(self) -> Weights:
+        """The mean gradient of the local steps: g = −Δ / (lr · steps).
+
+        Exact for FedSGD (one plain SGD step); for FedAvg it is the usual first-order
+        treatment of a multi-step update as one gradient.
+        """
+        scale = -1.0 / (self.metadata.lr * self.metadata.local_steps)
+        return {k: d * scale for k, d in self.delta.items()}
+
+    def norm(self) -> float:
+        return float(torch.sqrt(sum((d.double() ** 2).sum() for d in self.delta.values())))

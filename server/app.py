@@ -1,0 +1,11 @@
+"""The fedleak ServerApp for ``flwr run .`` (component ``server.app:app``)."""
+
+from pathlib import Path
+
+from fedleak.federation import build_server_app
+from fedleak.federation.app_config import run_from_run_config
+from fedleak.progress import ConsoleProgress
+
+APP_DIR = Path(__file__).resolve().parent.parent
+
+app = build_server_app(lambda context: run_from_run_config(context, APP_DIR), ConsoleProgress())
