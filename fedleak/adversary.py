@@ -69,7 +69,10 @@ class Adversary:
             result.extras = outcome.reconstruction.extras
             if self.scenario.save_images:
                 name = f"r{update.server_round}-p{update.partition_id}-{outcome.job.attack}"
+                # Matched samples first (reconstruction below its sample), then unmatched ones.
+                rest = [i for i in range(len(truth)) if i not in set(scores.truth_index)]
+                order = [*scores.truth_index, *rest]
                 recon = outcome.reconstruction.images[scores.recon_index]
-                image = self.store.save_grid(name, truth.images[scores.truth_index], recon)
+                image = self.store.save_grid(name, truth.images[order], recon)
         self.store.record_attack(result, image)
         self.progress.attack_finished(result)

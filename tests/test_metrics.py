@@ -1,0 +1,29 @@
+import torch
+
+from fedleak.metrics import match, score
+
+
+def test_matching_undoes_a_permutation():
+    truth = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    order = torch.tensor([3, 0, 4, 1, 2])
+    rows, cols = match(truth[order], truth)
+    assert (order[rows] == torch.as_tensor(cols)).all()
+
+
+def test_scores_after_matching():
+    truth = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([4, 5, 6])
+    noisy = (truth + 0.01).clamp(0, 1)
+    scores = score(noisy.flip(0), truth, labels.flip(0), labels)
+    assert scores.label_accuracy == 1.0
+    assert torch.all(scores.mse < 1.01e-4)
+    assert torch.all(scores.psnr > 39.9)
+    assert torch.all(scores.ssim > 0.9)
+    unrelated = score(torch.zeros(3, 1, 8, 8), truth, torch.tensor([0, 0, 0]), labels)
+    assert unrelated.psnr.mean() < 10 and unrelated.label_accuracy == 0.0
+
+
+def test_fewer_reconstructions_than_samples_are_matched_partially():
+    truth = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    scores = score(truth[2:3], truth)
+    assert scores.truth_index.tolist() == [2] and float(scores.mse[0]) == 0.0
