@@ -16,7 +16,8 @@ from fedleak.errors import FedleakError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Federated learning with an adversarial server that reconstructs client data.")
-console = Console(highlight=False)
+# Rich falls back to 80 columns when piped; the results table needs a little more.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 
 @app.command()

@@ -105,7 +105,10 @@ class ResultStore:
         path = Path("images") / f"{name}.png"
         columns = max(len(truth), len(recon))
         pad = lambda x: torch.cat([x, torch.zeros(columns - len(x), *x.shape[1:])])  # noqa: E731
-        save_image(torch.cat([pad(truth), pad(recon)]), self.directory / path, nrow=columns, padding=1)
+        grid = torch.cat([pad(truth), pad(recon)])
+        scale = max(1, 32 // grid.shape[-1])  # blow tiny images (8×8 digits) up to be seen
+        grid = torch.nn.functional.interpolate(grid, scale_factor=scale, mode="nearest")
+        save_image(grid, self.directory / path, nrow=columns, padding=1)
         return str(path)
 
     def query(self, sql: str, *values: Any) -> list[dict[str, Any]]:
