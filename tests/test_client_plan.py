@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, Context, Message, RecordDict
 
 from fedleak.data import build_plan, load_dataset
 from fedleak.evaluation import Evaluator
