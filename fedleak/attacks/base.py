@@ -24,7 +24,7 @@ from fedleak.updates import ClientUpdate
 
 
 class Requirement(StrEnum):
-    """What an attack needs from the capture (stored with every result)."""
+    """What an attack needs from the capture (more kinds arrive with the attacks that need them)."""
 
     GRADIENT = "gradient"
     """Reads the update as one gradient (exact for FedSGD, the pseudo-gradient −Δ/(lr·steps) for FedAvg)."""
