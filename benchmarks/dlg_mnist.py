@@ -24,16 +24,12 @@ from fedleak.data import load_dataset
 from fedleak.metrics import SUCCESS_MSE, score
 from fedleak.models import ModelSpec
 from fedleak.models.lenet import LeNetConfig
-from fedleak.training import train_locally
-from fedleak.updates import ClientUpdate, UpdateMetadata
+from fedleak.training import offline_update
 
 
 def attack_once(spec: ModelSpec, images_index: list[int], pool, seed: int, iterations: int) -> dict:
-    model = spec.build(seed=seed)
-    sent = {k: v.clone() for k, v in model.state_dict().items()}
-    train_locally(model, pool, [torch.tensor(images_index)], lr=1.0)
-    update = ClientUpdate("bench", 1, 0, 0, sent, model.state_dict(),
-                          UpdateMetadata("fedsgd", 1.0, 1, len(images_index), len(images_index)))
+    sent = spec.build(seed=seed).state_dict()
+    update = offline_update(spec, sent, pool, [torch.tensor(images_index)], lr=1.0)
     dlg = ATTACKS.get("dlg")(ATTACKS.get("dlg").Config(iterations=iterations, seed=seed))
     started = time.perf_counter()
     recon = dlg.run(update, spec.with_weights(sent), Budget())

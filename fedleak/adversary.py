@@ -38,6 +38,14 @@ class Adversary:
     def wants(self, update: ClientUpdate) -> bool:
         return self.scenario.capture.selects(update.server_round, update.partition_id)
 
+    def observe_round(self, updates: list[ClientUpdate], num_rounds: int) -> None:
+        """Observe one round's updates, reporting how many the capture policy selects."""
+        if updates:
+            attacked = sum(self.wants(update) for update in updates)
+            self.progress.round_captured(updates[0].server_round, num_rounds, len(updates), attacked)
+        for update in updates:
+            self.observe(update)
+
     def observe(self, update: ClientUpdate) -> None:
         """Record ``update`` and, if the capture policy selects it, submit every attack."""
         self.store.record_update(update)
@@ -70,8 +78,8 @@ class Adversary:
             if self.scenario.save_images:
                 name = f"r{update.server_round}-p{update.partition_id}-{outcome.job.attack}"
                 # Matched samples first (reconstruction below its sample), then unmatched ones.
-                rest = [i for i in range(len(truth)) if i not in set(scores.truth_index)]
-                order = [*scores.truth_index, *rest]
+                matched = set(scores.truth_index.tolist())
+                order = [*scores.truth_index, *(i for i in range(len(truth)) if i not in matched)]
                 recon = outcome.reconstruction.images[scores.recon_index]
                 image = self.store.save_grid(name, truth.images[order], recon)
         self.store.record_attack(result, image)

@@ -49,7 +49,7 @@ class Evaluator:
     def ground_truth(self, partition_id: int, server_round: int) -> ImageDataset:
         """The distinct samples client ``partition_id`` trained on in ``server_round``."""
         index = torch.as_tensor(self.plan.samples(partition_id, server_round, self.training))
-        return ImageDataset(self.pool.images[index], self.pool.labels[index])
+        return self.pool.subset(index)
 
     def score(self, update: ClientUpdate, reconstruction: Reconstruction) -> tuple[MatchedScores, ImageDataset]:
         truth = self.ground_truth(update.partition_id, update.server_round)

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedleak.data import ImageDataset
+from fedleak.models import ModelSpec
+from fedleak.updates import ClientUpdate, UpdateMetadata, Weights
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,21 @@ def train_locally(
         losses.append(loss.item())
     seen = len(np.unique(np.concatenate(batches))) if batches else 0
     return LocalTrainingReport(len(batches), seen, float(np.mean(losses)) if losses else 0.0)
+
+
+def offline_update(
+    spec: ModelSpec, sent: Weights, pool: ImageDataset, batches: Sequence[np.ndarray], lr: float,
+    partition_id: int = 0, server_round: int = 1,
+) -> ClientUpdate:
+    """Train from ``sent`` as a client would and capture the update, without a federation.
+
+    For tests and benchmarks that attack updates directly; one step is FedSGD.
+    """
+    model = spec.with_weights(sent)
+    report = train_locally(model, pool, batches, lr)
+    metadata = UpdateMetadata("fedsgd" if report.steps == 1 else "fedavg", lr, report.steps,
+                              len(batches[0]), report.num_examples)
+    return ClientUpdate("offline", server_round, 0, partition_id, dict(sent), model.state_dict(), metadata)
 
 
 @torch.no_grad()

@@ -36,6 +36,10 @@ class ImageDataset:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
+    def subset(self, index: torch.Tensor | slice) -> ImageDataset:
+        """The samples at ``index`` (indices or a slice), images and labels together."""
+        return ImageDataset(self.images[index], self.labels[index])
+
 
 @dataclass(frozen=True)
 class DatasetSplits:

@@ -16,11 +16,7 @@ _NUM_TRAIN = 1500
 @DATASETS.register("digits")
 def load(_: DatasetConfig) -> DatasetSplits:
     bunch = load_digits()
-    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    labels = torch.tensor(bunch.target, dtype=torch.int64)
-    return DatasetSplits(
-        name="digits",
-        train=ImageDataset(images[:_NUM_TRAIN], labels[:_NUM_TRAIN]),
-        test=ImageDataset(images[_NUM_TRAIN:], labels[_NUM_TRAIN:]),
-        num_classes=10,
-    )
+    digits = ImageDataset(torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0,
+                          torch.tensor(bunch.target, dtype=torch.int64))
+    return DatasetSplits(name="digits", train=digits.subset(slice(_NUM_TRAIN)),
+                         test=digits.subset(slice(_NUM_TRAIN, None)), num_classes=10)

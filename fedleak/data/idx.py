@@ -67,8 +67,7 @@ def _load(config: DatasetConfig, tv_class: type) -> DatasetSplits:
     if train is None:
         log.info("%s: only the t10k split found; using its first %d images for training",
                  config.name, _T10K_TRAIN)
-        train = ImageDataset(test.images[:_T10K_TRAIN], test.labels[:_T10K_TRAIN])
-        test = ImageDataset(test.images[_T10K_TRAIN:], test.labels[_T10K_TRAIN:])
+        train, test = test.subset(slice(_T10K_TRAIN)), test.subset(slice(_T10K_TRAIN, None))
     return DatasetSplits(name=config.name, train=train, test=test, num_classes=10)
 
 

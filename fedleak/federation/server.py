@@ -68,8 +68,7 @@ def run_server(grid: Grid, scenario: Scenario, run_dir: Path, progress: Progress
                    min_train_nodes=1, min_available_nodes=scenario.partition.num_clients,
                    train_metrics_aggr_fn=mean_train_loss)
     strategy = AdversarialStrategy(inner, adversary, run_id, scenario.federation.rounds)
-    test = ImageDataset(splits.test.images[: scenario.federation.test_samples],
-                        splits.test.labels[: scenario.federation.test_samples])
+    test = splits.test.subset(slice(scenario.federation.test_samples))
     status = "failed"
     try:
         strategy.start(

@@ -36,11 +36,7 @@ class AdversarialStrategy(Strategy):
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
         updates = [self.capture(server_round, reply) for reply in replies if not reply.has_error()]
-        attacked = sum(self.adversary.wants(update) for update in updates)
-        self.adversary.progress.round_captured(server_round, self.num_rounds, len(updates),
-                                               attacked)
-        for update in updates:
-            self.adversary.observe(update)
+        self.adversary.observe_round(updates, self.num_rounds)
         return self.inner.aggregate_train(server_round, replies)
 
     def capture(self, server_round: int, reply: Message) -> ClientUpdate:
