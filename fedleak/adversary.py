@@ -2,14 +2,18 @@
 
 It knows nothing of how updates arrive (Flower's Message API strategy, or the legacy
 path SecAgg+ needs): whatever captures replies turns each into a
-:class:`~fedleak.updates.ClientUpdate` and calls :meth:`Adversary.observe`.
+:class:`~fedleak.updates.ClientUpdate` and calls :meth:`Adversary.observe_round`
+(one round's individual updates) or :meth:`Adversary.observe` (one more, e.g. an
+aggregate). It also keeps the privacy ledger, since it sees every participation.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from fedleak.defenses import LocalRound
 from fedleak.evaluation import AttackResult, Evaluator
+from fedleak.privacy import Epsilon, PrivacyLedger
 from fedleak.progress import Progress
 from fedleak.runner import AttackJob, AttackOutcome, AttackRunner
 from fedleak.scenario import Scenario
@@ -34,9 +38,12 @@ class Adversary:
         self.store = store
         self.runner = runner
         self.progress = progress or Progress()
+        self.ledger = PrivacyLedger(scenario.defense_pipeline(), scenario.accounting.delta)
+        self._epsilon: dict[tuple[int, tuple[int, ...]], Epsilon] = {}
 
     def wants(self, update: ClientUpdate) -> bool:
-        return self.scenario.capture.selects(update.server_round, update.partition_id)
+        partition = None if update.aggregate_of else update.partition_id
+        return self.scenario.capture.selects(update.server_round, partition)
 
     def observe_round(self, updates: list[ClientUpdate], num_rounds: int) -> None:
         """Observe one round's updates, reporting how many the capture policy selects."""
@@ -47,26 +54,38 @@ class Adversary:
             self.observe(update)
 
     def observe(self, update: ClientUpdate) -> None:
-        """Record ``update`` and, if the capture policy selects it, submit every attack."""
-        self.store.record_update(update)
+        """Account and record ``update``; if the capture policy selects it, submit every attack."""
+        epsilon = self._account(update)
+        self._epsilon[(update.server_round, update.partitions)] = epsilon
+        self.store.record_update(update, epsilon)
         if not self.wants(update):
             return
         if self.scenario.threat.known_labels:  # a capability flag: granted by the scenario
-            truth = self.evaluator.ground_truth(update.partition_id, update.server_round)
+            truth = self.evaluator.ground_truth(update.partitions, update.server_round)
             update = dataclasses.replace(update, known_labels=truth.labels)
         for attack in self.scenario.attacks:
             job = AttackJob(update, attack.name, attack.config, self.model)  # type: ignore[arg-type]
             self.runner.submit(job, self.record_outcome)
 
+    def _account(self, update: ClientUpdate) -> Epsilon:
+        """A client's participation enters the ledger; an aggregate's ε is its worst contributor's."""
+        if update.aggregate_of:
+            return self.ledger.worst(update.aggregate_of)
+        meta = update.metadata
+        shard_size = len(self.evaluator.plan.shard(update.partition_id))
+        return self.ledger.record(update.partition_id, LocalRound(shard_size, meta.batch_size, meta.local_steps))
+
     def record_outcome(self, outcome: AttackOutcome) -> None:
         """Score a finished attack against the re-derived ground truth and store it."""
         update = outcome.job.update
+        epsilon = self._epsilon.get((update.server_round, update.partitions), Epsilon())
         result = AttackResult(
             run_id=update.run_id, server_round=update.server_round, node_id=update.node_id,
             partition_id=update.partition_id, attack=outcome.job.attack,
             status="ok" if outcome.error is None else "failed", seconds=outcome.seconds,
             error=outcome.error, threat=self.scenario.threat.model_dump(mode="json"),
             defenses=[d.as_table() for d in self.scenario.defenses],
+            epsilon=epsilon.update, model_epsilon=epsilon.model,
         )
         image = None
         if outcome.reconstruction is not None:

@@ -64,9 +64,10 @@ class CaptureConfig(Strict):
     clients: list[int] = Field(default_factory=list)
     """Partition ids to attack; empty means every client."""
 
-    def selects(self, server_round: int, partition_id: int) -> bool:
+    def selects(self, server_round: int, partition_id: int | None) -> bool:
+        """``partition_id`` ``None`` is an aggregate: only the round filter applies."""
         return (not self.rounds or server_round in self.rounds) and (
-            not self.clients or partition_id in self.clients
+            partition_id is None or not self.clients or partition_id in self.clients
         )
 
 
@@ -76,6 +77,13 @@ class ThreatModel(Strict):
     server: Literal["honest-but-curious", "malicious"] = "honest-but-curious"
     known_labels: bool = False
     """Capability flag: the attacker is given the true labels of the batch."""
+
+
+class AccountingConfig(Strict):
+    """How privacy loss is reported (see :mod:`fedleak.privacy`)."""
+
+    delta: float = Field(1e-5, gt=0, lt=1)
+    """δ of the (ε, δ) guarantee reported per round and per result."""
 
 
 class RunnerConfig(Strict):

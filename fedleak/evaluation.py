@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from fedleak.attacks import Reconstruction
@@ -35,6 +36,10 @@ class AttackResult:
     error: str | None = None
     threat: dict[str, Any] = field(default_factory=dict)
     defenses: list[dict[str, Any]] = field(default_factory=list)
+    epsilon: float | None = None
+    """ε of the attacked update against the server (None: no accounted guarantee)."""
+    model_epsilon: float | None = None
+    """ε of the released global model up to this round."""
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -46,12 +51,12 @@ class Evaluator:
         self.plan = plan
         self.training = training
 
-    def ground_truth(self, partition_id: int, server_round: int) -> ImageDataset:
-        """The distinct samples client ``partition_id`` trained on in ``server_round``."""
-        index = torch.as_tensor(self.plan.samples(partition_id, server_round, self.training))
-        return self.pool.subset(index)
+    def ground_truth(self, partitions: tuple[int, ...], server_round: int) -> ImageDataset:
+        """The distinct samples ``partitions`` trained on in ``server_round`` (in client order)."""
+        index = np.concatenate([self.plan.samples(p, server_round, self.training) for p in partitions])
+        return self.pool.subset(torch.as_tensor(index))
 
     def score(self, update: ClientUpdate, reconstruction: Reconstruction) -> tuple[MatchedScores, ImageDataset]:
-        truth = self.ground_truth(update.partition_id, update.server_round)
+        truth = self.ground_truth(update.partitions, update.server_round)
         scores = score(reconstruction.images, truth.images, reconstruction.labels, truth.labels)
         return scores, truth

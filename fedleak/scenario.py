@@ -15,10 +15,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import tomli_w
-from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fedleak.attacks import ATTACKS
 from fedleak.config import (
+    AccountingConfig,
     CaptureConfig,
     DatasetConfig,
     FederationConfig,
@@ -29,7 +38,7 @@ from fedleak.config import (
     TrainingConfig,
 )
 from fedleak.data import DATASETS
-from fedleak.defenses import DEFENSES
+from fedleak.defenses import DEFENSES, DefensePipeline
 from fedleak.errors import FedleakError
 from fedleak.models import MODELS
 from fedleak.registry import Registry
@@ -87,6 +96,7 @@ class Scenario(Strict):
     threat: ThreatModel = ThreatModel()
     attacks: list[AttackComponent] = Field(default_factory=list)
     defenses: list[DefenseComponent] = Field(default_factory=list)
+    accounting: AccountingConfig = AccountingConfig()
     runner: RunnerConfig = RunnerConfig()
     save_images: bool = True
 
@@ -98,6 +108,18 @@ class Scenario(Strict):
                 f"name: unknown dataset '{dataset.name}'; allowed: {', '.join(DATASETS.names())}"
             )
         return dataset
+
+    @model_validator(mode="after")
+    def _defenses_compose(self) -> Scenario:
+        try:
+            self.defense_pipeline()
+        except ValueError as error:
+            raise ValueError(f"defenses: {error}") from None
+        return self
+
+    def defense_pipeline(self) -> DefensePipeline:
+        """The client-side defenses, in the order listed."""
+        return DefensePipeline.from_components([(d.name, d.config) for d in self.defenses])
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))

@@ -3,7 +3,7 @@
 Every write commits at once, so a crash later in a run loses nothing already stored.
 Layout of a run directory::
 
-    results.sqlite      runs, rounds, updates, attack_results
+    results.sqlite      runs, rounds (utility, ε), updates (ε), attack_results (ε)
     scenario.toml       the resolved scenario (re-runnable with ``fedleak run``)
     images/             r{round}-p{partition}-{attack}.png: truth row above reconstruction row
 """
@@ -23,6 +23,7 @@ from torchvision.utils import save_image
 
 from fedleak.errors import FedleakError
 from fedleak.evaluation import AttackResult
+from fedleak.privacy import Epsilon
 from fedleak.updates import ClientUpdate
 
 DATABASE = "results.sqlite"
@@ -33,17 +34,17 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT, scenario TEXT);
 CREATE TABLE IF NOT EXISTS rounds (
     run_id TEXT, round INTEGER, test_accuracy REAL, test_loss REAL, finished REAL,
-    PRIMARY KEY (run_id, round));
+    epsilon REAL, model_epsilon REAL, PRIMARY KEY (run_id, round));
 CREATE TABLE IF NOT EXISTS updates (
     run_id TEXT, round INTEGER, node_id TEXT, partition_id INTEGER,
     algorithm TEXT, lr REAL, local_steps INTEGER, batch_size INTEGER,
-    num_examples INTEGER, update_norm REAL);
+    num_examples INTEGER, update_norm REAL, aggregate_of TEXT, epsilon REAL, model_epsilon REAL);
 CREATE TABLE IF NOT EXISTS attack_results (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, round INTEGER, node_id TEXT,
     partition_id INTEGER, attack TEXT, status TEXT, error TEXT, seconds REAL,
     mse REAL, psnr REAL, ssim REAL, label_accuracy REAL, success_rate REAL,
     num_reconstructed INTEGER, num_ground_truth INTEGER,
-    threat TEXT, defenses TEXT, extras TEXT, image TEXT);
+    threat TEXT, defenses TEXT, epsilon REAL, model_epsilon REAL, extras TEXT, image TEXT);
 """
 
 
@@ -77,16 +78,20 @@ class ResultStore:
     def finish_run(self, run_id: str, status: str = "finished") -> None:
         self._write("UPDATE runs SET finished = ?, status = ? WHERE run_id = ?", (time.time(), status, run_id))
 
-    def record_round(self, run_id: str, server_round: int, accuracy: float, loss: float) -> None:
-        self._write("INSERT OR REPLACE INTO rounds VALUES (?, ?, ?, ?, ?)",
-                    (run_id, server_round, accuracy, loss, time.time()))
+    def record_round(self, run_id: str, server_round: int, accuracy: float, loss: float,
+                     epsilon: Epsilon = Epsilon()) -> None:
+        """The global model after ``server_round``: utility, and the worst client's ε so far."""
+        self._write("INSERT OR REPLACE INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, server_round, accuracy, loss, time.time(), epsilon.update, epsilon.model))
 
-    def record_update(self, update: ClientUpdate) -> None:
+    def record_update(self, update: ClientUpdate, epsilon: Epsilon = Epsilon()) -> None:
         meta = update.metadata
+        aggregate_of = json.dumps(list(update.aggregate_of)) if update.aggregate_of else None
         self._write(
-            "INSERT INTO updates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO updates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (update.run_id, update.server_round, str(update.node_id), update.partition_id, meta.algorithm,
-             meta.lr, meta.local_steps, meta.batch_size, meta.num_examples, update.norm()),
+             meta.lr, meta.local_steps, meta.batch_size, meta.num_examples, update.norm(), aggregate_of,
+             epsilon.update, epsilon.model),
         )
 
     def record_attack(self, result: AttackResult, image: str | None = None) -> None:

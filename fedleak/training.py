@@ -6,7 +6,7 @@ configured (lr, steps, batch size) fully describe the update it receives.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +18,9 @@ from fedleak.data import ImageDataset
 from fedleak.models import ModelSpec
 from fedleak.updates import ClientUpdate, UpdateMetadata, Weights
 
+TrainingWrapper = Callable[[nn.Module, torch.optim.Optimizer], tuple[nn.Module, torch.optim.Optimizer]]
+"""Turns (model, optimizer) into the pair local training really uses (e.g. DP-SGD's)."""
+
 
 @dataclass(frozen=True)
 class LocalTrainingReport:
@@ -27,15 +30,22 @@ class LocalTrainingReport:
 
 
 def train_locally(
-    model: nn.Module, pool: ImageDataset, batches: Sequence[np.ndarray], lr: float
+    model: nn.Module, pool: ImageDataset, batches: Sequence[np.ndarray], lr: float,
+    wrapper: TrainingWrapper | None = None,
 ) -> LocalTrainingReport:
-    """Run one SGD step per batch of training-pool indices, in order, in place."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    model.train()
+    """Run one SGD step per batch of training-pool indices, in order, on ``model``'s weights.
+
+    ``wrapper`` may replace the module and optimizer (DP-SGD); they must update
+    ``model``'s own parameters.
+    """
+    network, optimizer = model, torch.optim.SGD(model.parameters(), lr=lr)
+    if wrapper is not None:
+        network, optimizer = wrapper(model, optimizer)
+    network.train()
     losses = []
     for batch in batches:
         index = torch.as_tensor(batch)
-        loss = F.cross_entropy(model(pool.images[index]), pool.labels[index])
+        loss = F.cross_entropy(network(pool.images[index]), pool.labels[index])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

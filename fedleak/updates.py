@@ -27,6 +27,9 @@ class ClientUpdate:
 
     ``known_labels`` is set only when the scenario's threat model grants the
     ``known_labels`` capability; it is never read from a Flower message.
+
+    An *aggregate* (what SecAgg+ lets the server unmask) has ``partition_id`` −1 and
+    lists the partitions it sums in ``aggregate_of``.
     """
 
     run_id: str
@@ -37,6 +40,12 @@ class ClientUpdate:
     client_weights: Weights
     metadata: UpdateMetadata
     known_labels: torch.Tensor | None = None
+    aggregate_of: tuple[int, ...] = ()
+
+    @property
+    def partitions(self) -> tuple[int, ...]:
+        """The partitions whose training data this update carries."""
+        return self.aggregate_of or (self.partition_id,)
 
     @property
     def delta(self) -> Weights:

@@ -19,7 +19,7 @@ def _attack(name, update, spec, **config):
 def _truth(scenario, update):
     splits = load_dataset(scenario.dataset)
     plan = build_plan(scenario.seed, scenario.dataset, scenario.partition)
-    return Evaluator(splits.train, plan, scenario.training).ground_truth(update.partition_id, update.server_round)
+    return Evaluator(splits.train, plan, scenario.training).ground_truth(update.partitions, update.server_round)
 
 
 @pytest.mark.parametrize("name", ["idlg", "dlg"])

@@ -42,7 +42,7 @@ def test_evaluator_ground_truth_is_what_the_client_used(training):
     spec, sent, content = _client_reply(scenario, partition_id=2, server_round=3)
     splits = load_dataset(scenario.dataset)
     plan = build_plan(scenario.seed, scenario.dataset, scenario.partition)
-    truth = Evaluator(splits.train, plan, scenario.training).ground_truth(2, 3)
+    truth = Evaluator(splits.train, plan, scenario.training).ground_truth((2,), 3)
     assert content["metrics"][records.NUM_EXAMPLES] == len(truth)
 
     # Re-train from the same weights on the evaluator's samples (in the plan's batch
@@ -61,6 +61,6 @@ def test_other_rounds_and_clients_train_on_other_samples():
     scenario = tiny_scenario(training={"batch_size": 3})
     splits = load_dataset(scenario.dataset)
     evaluator = Evaluator(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)
-    base = evaluator.ground_truth(0, 1).images
-    assert not torch.equal(base, evaluator.ground_truth(0, 2).images)
-    assert not torch.equal(base, evaluator.ground_truth(1, 1).images)
+    base = evaluator.ground_truth((0,), 1).images
+    assert not torch.equal(base, evaluator.ground_truth((0,), 2).images)
+    assert not torch.equal(base, evaluator.ground_truth((1,), 1).images)

@@ -2,9 +2,9 @@
 
 import sys
 
-from fedleak.defenses.base import DEFENSES, Defense, DefensePipeline
+from fedleak.defenses.base import DEFENSES, Defense, DefensePipeline, LocalRound, PrivacyEvent
 from fedleak.registry import import_submodules
 
 import_submodules(sys.modules[__name__])
 
-__all__ = ["DEFENSES", "Defense", "DefensePipeline"]
+__all__ = ["DEFENSES", "Defense", "DefensePipeline", "LocalRound", "PrivacyEvent"]

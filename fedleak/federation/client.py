@@ -1,20 +1,44 @@
-"""The honest client: train on this round's planned batches, apply defenses, reply."""
+"""The honest client: train on this round's planned batches, apply defenses, reply.
+
+:func:`local_round` is the client's whole job and knows nothing of Flower's message
+types; :func:`train` (Message API) and :class:`LegacyClient` (the NumPyClient path
+SecAgg+ needs) only translate to and from it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+import numpy as np
+import torch
+from flwr.app import Context, Message
+from flwr.client import NumPyClient
+from flwr.client.message_handler.message_handler import handle_legacy_message_from_msgtype
+from flwr.client.mod import make_ffn
 from flwr.clientapp import ClientApp
+from flwr.common import Scalar
 
+from fedleak.config import TrainingConfig
 from fedleak.data import build_plan, load_dataset
 from fedleak.defenses import DefensePipeline
 from fedleak.errors import FedleakError
 from fedleak.federation import records
 from fedleak.scenario import Scenario
 from fedleak.training import train_locally
+from fedleak.updates import Weights
 
 ScenarioLoader = Callable[[Context], Scenario]
+
+
+@dataclass(frozen=True)
+class LocalReply:
+    """What the client sends back: the wire arrays, their encoding and the metadata."""
+
+    arrays: dict[str, np.ndarray]
+    """Model weights (``encoding`` is ``None``) or a quantizer's encoding of Δ."""
+    encoding: str | None
+    metrics: dict[str, int | float]
 
 
 def partition_of(context: Context, scenario: Scenario) -> int:
@@ -29,37 +53,80 @@ def partition_of(context: Context, scenario: Scenario) -> int:
     return partition_id
 
 
-def train(message: Message, context: Context, scenario: Scenario) -> Message:
-    """One round of local training on the data plan's batches for (partition, round)."""
-    config = message.content["config"]
-    training = records.training_from_record(config)
-    server_round, partition_id = int(config["server-round"]), partition_of(context, scenario)
+def local_round(scenario: Scenario, partition_id: int, server_round: int, training: TrainingConfig,
+                sent: Weights) -> LocalReply:
+    """Train from ``sent`` on the data plan's batches for (partition, round), then defend."""
     splits = load_dataset(scenario.dataset)
     plan = build_plan(scenario.seed, scenario.dataset, scenario.partition)
-    sent = message.content["arrays"].to_torch_state_dict()
+    pipeline = scenario.defense_pipeline()
+    generator = DefensePipeline.generator(scenario.seed, partition_id, server_round)
     model = records.model_spec(scenario, splits).with_weights(sent)
     batches = plan.batches(partition_id, server_round, training)
-    report = train_locally(model, splits.train, batches, training.lr)
+    report = train_locally(model, splits.train, batches, training.lr,
+                           pipeline.private_training(training.batch_size, generator))
 
     trained = model.state_dict()
-    pipeline = DefensePipeline.from_components([(d.name, d.config) for d in scenario.defenses])
-    delta = pipeline.apply({k: trained[k] - w for k, w in sent.items()}, scenario.seed, partition_id, server_round)
-    reply = {k: w + delta[k] for k, w in sent.items()}
-    metrics = MetricRecord({
+    delta = pipeline.apply({k: trained[k] - w for k, w in sent.items()}, generator)
+    if pipeline.encoding:
+        arrays = pipeline.encode(delta, generator)
+    else:
+        arrays = {k: (w + delta[k]).numpy() for k, w in sent.items()}
+    metrics = {
         records.NUM_EXAMPLES: report.num_examples, records.PARTITION_ID: partition_id,
         records.LOCAL_STEPS: report.steps, records.LR: training.lr,
         records.BATCH_SIZE: training.batch_size, records.TRAIN_LOSS: report.mean_loss,
-    })
-    content = RecordDict({"arrays": ArrayRecord(reply), "metrics": metrics})
+    }
+    return LocalReply(arrays, pipeline.encoding, metrics)
+
+
+def train(message: Message, context: Context, scenario: Scenario) -> Message:
+    """The Message API train handler: one :func:`local_round`."""
+    config = message.content["config"]
+    reply = local_round(scenario, partition_of(context, scenario), int(config["server-round"]),
+                        records.training_from_record(config), message.content["arrays"].to_torch_state_dict())
+    content = records.reply_content(reply.arrays, reply.encoding, reply.metrics)
     return Message(content=content, reply_to=message)
 
 
+class LegacyClient(NumPyClient):
+    """The honest client as a NumPyClient: parameters travel as a list in state-dict order."""
+
+    def __init__(self, scenario: Scenario, partition_id: int) -> None:
+        self.scenario = scenario
+        self.partition_id = partition_id
+
+    def fit(self, parameters: list[np.ndarray], config: dict[str, Scalar]
+            ) -> tuple[list[np.ndarray], int, dict[str, Scalar]]:
+        names = records.parameter_names(self.scenario)
+        sent = {k: torch.from_numpy(np.array(a)) for k, a in zip(names, parameters, strict=True)}
+        reply = local_round(self.scenario, self.partition_id, int(config["server-round"]),
+                            records.training_from_record(config), sent)
+        return [reply.arrays[k] for k in names], int(reply.metrics[records.NUM_EXAMPLES]), dict(reply.metrics)
+
+
+def legacy_train(message: Message, context: Context, scenario: Scenario) -> Message:
+    """Answer one legacy (FitIns) message with a :class:`LegacyClient`."""
+    client = LegacyClient(scenario, partition_of(context, scenario))
+    return handle_legacy_message_from_msgtype(client_fn=lambda _: client.to_client(), message=message,
+                                              context=context)
+
+
 def build_client_app(load_scenario: ScenarioLoader) -> ClientApp:
-    """A ClientApp whose scenario comes from ``load_scenario(context)``."""
+    """A ClientApp whose scenario comes from ``load_scenario(context)``.
+
+    The path (Message API, or legacy for SecAgg+) and the defenses' Flower mods
+    (``fixedclipping_mod``, ``secaggplus_mod``) are chosen per call, because the
+    scenario is known only once a run's context arrives.
+    """
     app = ClientApp()
 
     @app.train()
     def _train(message: Message, context: Context) -> Message:
-        return train(message, context, load_scenario(context))
+        scenario = load_scenario(context)
+        pipeline = scenario.defense_pipeline()
+        handler = legacy_train if pipeline.legacy_path else train
+        return make_ffn(lambda msg, ctx: handler(msg, ctx, scenario), pipeline.client_mods())(message, context)
 
     return app
+
+

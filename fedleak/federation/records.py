@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from flwr.app import ConfigRecord
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedleak.config import TrainingConfig
-from fedleak.data import DatasetSplits
+from fedleak.data import DatasetSplits, load_dataset
+from fedleak.defenses import DEFENSES
 from fedleak.models import ModelSpec
 from fedleak.scenario import Scenario
+from fedleak.updates import ClientUpdate, UpdateMetadata, Weights
 
 # Reply metric keys the adversarial server reads; "num-examples" is Flower's weighting key.
 NUM_EXAMPLES, PARTITION_ID, LOCAL_STEPS, LR, BATCH_SIZE, TRAIN_LOSS = (
     "num-examples", "partition-id", "local-steps", "lr", "batch-size", "train-loss",
 )
+
+# A reply whose arrays are a quantizer's encoding of Δ names it here (no record: weights).
+WIRE, ENCODING = "wire", "encoding"
 
 
 def training_record(training: TrainingConfig) -> ConfigRecord:
@@ -25,8 +35,44 @@ def training_from_record(record: ConfigRecord) -> TrainingConfig:
     return TrainingConfig(**{k: record[k.replace("_", "-")] for k in fields})
 
 
+def parameter_names(scenario: Scenario) -> list[str]:
+    """The model's parameter names, in the order the legacy path sends them."""
+    return list(model_spec(scenario, load_dataset(scenario.dataset)).build(seed=0).state_dict())
+
+
 def model_spec(scenario: Scenario, splits: DatasetSplits) -> ModelSpec:
     """The architecture for this scenario's model on this dataset."""
     mean, std = splits.channel_stats
     return ModelSpec(scenario.model.name, scenario.model.config, splits.image_shape,  # type: ignore[arg-type]
                      splits.num_classes, mean, std)
+
+
+def reply_content(arrays: dict[str, np.ndarray], encoding: str | None,
+                  metrics: dict[str, int | float]) -> RecordDict:
+    """A training reply: the wire arrays, their encoding (if any) and the metadata."""
+    content = RecordDict({
+        "arrays": ArrayRecord(array_dict={k: Array(np.ascontiguousarray(a)) for k, a in arrays.items()}),
+        "metrics": MetricRecord(metrics),
+    })
+    if encoding is not None:
+        content[WIRE] = ConfigRecord({ENCODING: encoding})
+    return content
+
+
+def received_weights(content: RecordDict, sent: Weights) -> Weights:
+    """The weights a reply stands for: decoded by the quantizer it names, if any."""
+    arrays = {k: a.numpy() for k, a in content["arrays"].items()}
+    if WIRE not in content:
+        return {k: torch.from_numpy(np.array(a)) for k, a in arrays.items()}
+    delta = DEFENSES.get(str(content[WIRE][ENCODING])).decode(arrays)
+    return {k: w + delta[k] for k, w in sent.items()}
+
+
+def client_update(run_id: str, server_round: int, node_id: int, metrics: Mapping[str, Any], algorithm: str,
+                  sent: Weights, received: Weights) -> ClientUpdate:
+    """What the server captured from one reply: the weights it stands for plus its metadata."""
+    metadata = UpdateMetadata(
+        algorithm=algorithm, lr=float(metrics[LR]), local_steps=int(metrics[LOCAL_STEPS]),
+        batch_size=int(metrics[BATCH_SIZE]), num_examples=int(metrics[NUM_EXAMPLES]),
+    )
+    return ClientUpdate(run_id, server_round, node_id, int(metrics[PARTITION_ID]), sent, received, metadata)

@@ -34,7 +34,8 @@ def simulate(scenario: Scenario, run_dir: Path, progress: Progress | None = None
         num_supernodes=scenario.partition.num_clients,
         backend_config={
             "client_resources": {"num_cpus": min(scenario.federation.client_cpus, cpus), "num_gpus": 0.0},
-            "init_args": {"num_cpus": cpus, "include_dashboard": False},
+            # Actors' output (SecAgg+ logs each stage at DEBUG) only when asked for.
+            "init_args": {"num_cpus": cpus, "include_dashboard": False, "log_to_driver": verbose},
         },
         verbose_logging=verbose,
     )

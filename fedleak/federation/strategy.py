@@ -1,7 +1,9 @@
 """The adversarial strategy: any Flower strategy, with every training reply captured.
 
 It wraps (rather than subclasses) the inner strategy, so FedAvg — or FedAvg inside a
-Flower DP wrapper — aggregates exactly as it would without the adversary.
+Flower DP wrapper — aggregates exactly as it would without the adversary. It is the
+outermost layer because it models what reaches the server: a quantized reply is
+decoded first, and a server-side DP wrapper clips and noises only after the capture.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from flwr.serverapp.strategy import Strategy
 
 from fedleak.adversary import Adversary
 from fedleak.federation import records
-from fedleak.updates import ClientUpdate, UpdateMetadata, Weights
+from fedleak.updates import ClientUpdate, Weights
 
 
 class AdversarialStrategy(Strategy):
@@ -40,17 +42,13 @@ class AdversarialStrategy(Strategy):
         return self.inner.aggregate_train(server_round, replies)
 
     def capture(self, server_round: int, reply: Message) -> ClientUpdate:
-        metrics = reply.content["metrics"]
-        metadata = UpdateMetadata(
-            algorithm=self.adversary.scenario.training.algorithm, lr=float(metrics[records.LR]),
-            local_steps=int(metrics[records.LOCAL_STEPS]), batch_size=int(metrics[records.BATCH_SIZE]),
-            num_examples=int(metrics[records.NUM_EXAMPLES]),
-        )
-        return ClientUpdate(
-            run_id=self.run_id, server_round=server_round, node_id=reply.metadata.src_node_id,
-            partition_id=int(metrics[records.PARTITION_ID]), global_weights=self._sent,
-            client_weights=dict(reply.content["arrays"].to_torch_state_dict()), metadata=metadata,
-        )
+        """Decode the reply in place (the inner strategy aggregates weights) and capture it."""
+        received = records.received_weights(reply.content, self._sent)
+        reply.content["arrays"] = ArrayRecord(received)
+        reply.content.pop(records.WIRE, None)
+        return records.client_update(self.run_id, server_round, reply.metadata.src_node_id,
+                                     reply.content["metrics"], self.adversary.scenario.training.algorithm,
+                                     self._sent, received)
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:

@@ -1,0 +1,119 @@
+"""The server on Flower's legacy strategy path, which SecAgg+ needs in flwr 1.41.
+
+It reuses the Message API path's :class:`~fedleak.federation.server.ServerRun` and
+:class:`~fedleak.adversary.Adversary` (the client side is
+:class:`~fedleak.federation.client.LegacyClient`, around the same ``local_round``).
+What is new is only the translation: the legacy strategy remembers what it sends and
+captures the unmasked aggregate; the SecAgg+ workflow's tap captures each masked vector.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from flwr.app import Context
+from flwr.common import FitRes, Parameters, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.server import Grid, LegacyContext, ServerConfig
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import FedAvg
+from flwr.server.workflow import DefaultWorkflow
+
+from fedleak.data import build_plan
+from fedleak.defenses.secagg import MaskedVector, SecAggPlus
+from fedleak.federation import records
+from fedleak.scenario import Scenario
+from fedleak.updates import ClientUpdate, Weights
+
+if TYPE_CHECKING:
+    from fedleak.federation.server import ServerRun
+
+
+def max_examples(scenario: Scenario) -> int:
+    """The most examples any client trains on in a round: SecAgg+'s ``max_weight``."""
+    plan = build_plan(scenario.seed, scenario.dataset, scenario.partition)
+    training = scenario.training
+    return max(min(len(plan.shard(p)), plan.local_steps(p, training) * training.batch_size)
+               for p in range(plan.num_clients))
+
+
+class LegacyCapture:
+    """Turns what the legacy SecAgg+ server sees into :class:`ClientUpdate` s for the adversary."""
+
+    def __init__(self, run: ServerRun, names: list[str]) -> None:
+        self.run = run
+        self.names = names
+        self.sent: Weights = {}
+
+    def weights(self, arrays: list[np.ndarray]) -> Weights:
+        return {k: torch.from_numpy(np.asarray(a, dtype=np.float32)) for k, a in zip(self.names, arrays, strict=True)}
+
+    def masked_vectors(self, vectors: list[MaskedVector]) -> None:
+        """Every masked vector of a round, read as weights (the server's view of one client)."""
+        updates = [self._update(v.server_round, v.node_id, v.metrics, v.seen) for v in vectors]
+        self.run.adversary.observe_round(updates, self.run.scenario.federation.rounds)
+
+    def aggregate(self, server_round: int, aggregate: list[np.ndarray],
+                  results: list[tuple[ClientProxy, FitRes]]) -> None:
+        """The unmasked aggregate, attacked as one batch of every contributor's samples."""
+        contributors = tuple(sorted(int(res.metrics[records.PARTITION_ID]) for _, res in results))
+        metrics = {**results[0][1].metrics,
+                   records.NUM_EXAMPLES: sum(res.num_examples for _, res in results),
+                   records.BATCH_SIZE: sum(int(res.metrics[records.BATCH_SIZE]) for _, res in results)}
+        update = self._update(server_round, -1, {**metrics, records.PARTITION_ID: -1}, aggregate)
+        self.run.adversary.observe(dataclasses.replace(update, aggregate_of=contributors))
+
+    def _update(self, server_round: int, node_id: int, metrics: Any, arrays: list[np.ndarray]) -> ClientUpdate:
+        return records.client_update(self.run.run_id, server_round, node_id, metrics,
+                                     self.run.scenario.training.algorithm, self.sent, self.weights(arrays))
+
+
+class AdversarialFedAvg(FedAvg):
+    """Legacy FedAvg that remembers the weights it sends and captures the aggregate.
+
+    Under SecAgg+ every result carries the same unmasked aggregate, so FedAvg of them
+    is that aggregate; the per-client metrics and example counts arrive in the clear.
+    """
+
+    def __init__(self, capture: LegacyCapture, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.capture = capture
+
+    def configure_fit(self, server_round: int, parameters: Parameters, client_manager: Any) -> Any:
+        self.capture.sent = self.capture.weights(parameters_to_ndarrays(parameters))
+        return super().configure_fit(server_round, parameters, client_manager)
+
+    def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
+                      failures: list[Any]) -> tuple[Parameters | None, dict[str, Scalar]]:
+        if results:
+            self.capture.aggregate(server_round, parameters_to_ndarrays(results[0][1].parameters), results)
+        return super().aggregate_fit(server_round, results, failures)
+
+
+def run_federation(grid: Grid, context: Context, run: ServerRun) -> None:
+    """The legacy path: FedAvg under Flower's SecAgg+ workflow, captured on both ends."""
+    scenario = run.scenario
+    capture = LegacyCapture(run, list(run.initial_weights()))
+    secagg = next(stage for stage in scenario.defense_pipeline().stages if isinstance(stage, SecAggPlus))
+    workflow = secagg.workflow(capture.masked_vectors, max_examples(scenario))
+    training = dict(records.training_record(scenario.training))
+
+    def evaluate_fn(server_round: int, arrays: list[np.ndarray], config: dict[str, Scalar]
+                    ) -> tuple[float, dict[str, Scalar]]:
+        accuracy, loss = run.evaluate_round(server_round, capture.weights(arrays))
+        return loss, {"accuracy": accuracy}
+
+    num_clients = scenario.partition.num_clients
+    strategy = AdversarialFedAvg(
+        capture, fraction_fit=scenario.federation.fraction_train, fraction_evaluate=0.0,
+        min_fit_clients=1, min_evaluate_clients=0, min_available_clients=num_clients,
+        initial_parameters=ndarrays_to_parameters([w.numpy() for w in run.initial_weights().values()]),
+        on_fit_config_fn=lambda server_round: {**training, "server-round": server_round},
+        evaluate_fn=evaluate_fn,
+        fit_metrics_aggregation_fn=lambda metrics: {},
+    )
+    legacy_context = LegacyContext(context=context, config=ServerConfig(num_rounds=scenario.federation.rounds),
+                                   strategy=strategy)
+    DefaultWorkflow(fit_workflow=workflow)(grid, legacy_context)
