@@ -44,7 +44,8 @@ def attack_once(spec: ModelSpec, images_index: list[int], pool, seed: int, itera
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist")
+    default_root = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
+    parser.add_argument("--data-root", type=Path, default=default_root)
     parser.add_argument("--images", type=int, default=10)
     parser.add_argument("--batches", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=4)

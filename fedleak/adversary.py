@@ -13,12 +13,12 @@ import dataclasses
 
 from fedleak.defenses import LocalRound
 from fedleak.evaluation import AttackResult, Evaluator
-from fedleak.privacy import Epsilon, PrivacyLedger
+from fedleak.models import ModelSpec
+from fedleak.privacy import NO_EPSILON, Epsilon, PrivacyLedger
 from fedleak.progress import Progress
 from fedleak.runner import AttackJob, AttackOutcome, AttackRunner
 from fedleak.scenario import Scenario
 from fedleak.store import ResultStore
-from fedleak.models import ModelSpec
 from fedleak.updates import ClientUpdate
 
 
@@ -78,7 +78,7 @@ class Adversary:
     def record_outcome(self, outcome: AttackOutcome) -> None:
         """Score a finished attack against the re-derived ground truth and store it."""
         update = outcome.job.update
-        epsilon = self._epsilon.get((update.server_round, update.partitions), Epsilon())
+        epsilon = self._epsilon.get((update.server_round, update.partitions), NO_EPSILON)
         result = AttackResult(
             run_id=update.run_id, server_round=update.server_round, node_id=update.node_id,
             partition_id=update.partition_id, attack=outcome.job.attack,

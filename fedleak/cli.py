@@ -28,10 +28,10 @@ def run(
     verbose: Annotated[bool, typer.Option(help="Show Flower's and Ray's logs.")] = False,
 ) -> None:
     """Run a scenario as a Flower simulation; store everything in a new run directory."""
+    from fedleak.data import load_dataset
     from fedleak.federation import new_run_dir, simulate
     from fedleak.progress import ConsoleProgress
     from fedleak.scenario import load_scenario
-    from fedleak.data import load_dataset
 
     resolved = load_scenario(scenario, set_)
     load_dataset(resolved.dataset)  # fail fast (exit 2) on a missing data root, before Ray starts

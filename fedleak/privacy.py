@@ -40,6 +40,9 @@ class Epsilon:
     """Against anyone who sees only the released global model."""
 
 
+NO_EPSILON = Epsilon()
+
+
 def rdp_curve(event: PrivacyEvent) -> np.ndarray:
     return np.asarray(compute_rdp(q=event.sample_rate, noise_multiplier=event.noise_multiplier,
                                   steps=event.steps, orders=ORDERS), dtype=float)

@@ -23,7 +23,7 @@ from torchvision.utils import save_image
 
 from fedleak.errors import FedleakError
 from fedleak.evaluation import AttackResult
-from fedleak.privacy import Epsilon
+from fedleak.privacy import NO_EPSILON, Epsilon
 from fedleak.updates import ClientUpdate
 
 DATABASE = "results.sqlite"
@@ -79,12 +79,12 @@ class ResultStore:
         self._write("UPDATE runs SET finished = ?, status = ? WHERE run_id = ?", (time.time(), status, run_id))
 
     def record_round(self, run_id: str, server_round: int, accuracy: float, loss: float,
-                     epsilon: Epsilon = Epsilon()) -> None:
+                     epsilon: Epsilon = NO_EPSILON) -> None:
         """The global model after ``server_round``: utility, and the worst client's ε so far."""
         self._write("INSERT OR REPLACE INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (run_id, server_round, accuracy, loss, time.time(), epsilon.update, epsilon.model))
 
-    def record_update(self, update: ClientUpdate, epsilon: Epsilon = Epsilon()) -> None:
+    def record_update(self, update: ClientUpdate, epsilon: Epsilon = NO_EPSILON) -> None:
         meta = update.metadata
         aggregate_of = json.dumps(list(update.aggregate_of)) if update.aggregate_of else None
         self._write(

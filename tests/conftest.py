@@ -9,8 +9,8 @@ import torch
 
 from fedleak.data import build_plan, load_dataset
 from fedleak.federation.records import model_spec
-from fedleak.scenario import Scenario, parse_scenario
 from fedleak.models import ModelSpec
+from fedleak.scenario import Scenario, parse_scenario
 from fedleak.training import offline_update
 from fedleak.updates import ClientUpdate
 

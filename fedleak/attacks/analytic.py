@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import torch
 from pydantic import Field
+from torch import nn
 
 from fedleak.attacks.base import ATTACKS, Attack, AttackConfig, AttackNotApplicable, Budget, Reconstruction
 from fedleak.models import ImageClassifier
 from fedleak.models.base import first_weighted_layer
 from fedleak.updates import ClientUpdate
-from torch import nn
 
 
 class AnalyticConfig(AttackConfig):

@@ -20,22 +20,31 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def round_table(store: ResultStore, run_id: str) -> Table:
-    """One row per (round, attack): means over the attacked clients."""
-    accuracy = {r["round"]: r["test_accuracy"] for r in store.query(
-        "SELECT round, test_accuracy FROM rounds WHERE run_id = ?", run_id)}
+    """One row per (round, attack): means over the attacked updates.
+
+    ε is the worst client's after that round, against the server (``ε``) and for the
+    released model (``ε model``); "–" where no accounted mechanism applies.
+    """
+    rounds = {r["round"]: r for r in store.query(
+        "SELECT round, test_accuracy, epsilon, model_epsilon FROM rounds WHERE run_id = ?", run_id)}
+
+    def utility(server_round: int) -> list[str]:
+        r = rounds.get(server_round, {})
+        return [_fmt(r.get("test_accuracy"), ".1%"), _fmt(r.get("epsilon"), ".3g"), _fmt(r.get("model_epsilon"), ".3g")]
+
     table = Table(title=f"run {run_id}")
-    for column in ("round", "test acc", "attack", "ok/total", "PSNR dB", "SSIM", "MSE",
+    for column in ("round", "test acc", "ε", "ε model", "attack", "ok/total", "PSNR dB", "SSIM", "MSE",
                    "label acc", "success", "time s"):
         table.add_column(column, justify="right")
     rows = store.query(_ATTACK_SUMMARY, run_id)
     for row in rows:
         table.add_row(
-            str(row["round"]), _fmt(accuracy.get(row["round"]), ".1%"), row["attack"],
+            str(row["round"]), *utility(row["round"]), row["attack"],
             f"{row['ok']}/{row['attacks']}", _fmt(row["psnr"], ".2f"), _fmt(row["ssim"], ".3f"),
             _fmt(row["mse"], ".2e"), _fmt(row["label_accuracy"], ".0%"),
             _fmt(row["success_rate"], ".0%"), _fmt(row["seconds"], ".1f"),
         )
     attacked = {row["round"] for row in rows}
-    for server_round in sorted(set(accuracy) - attacked - {0}):
-        table.add_row(str(server_round), _fmt(accuracy[server_round], ".1%"), *["–"] * 8)
+    for server_round in sorted(set(rounds) - attacked - {0}):
+        table.add_row(str(server_round), *utility(server_round), *["–"] * 8)
     return table

@@ -60,5 +60,5 @@ class AttackRunner(ABC):
     def submit(self, job: AttackJob, on_done: OutcomeCallback) -> None:
         """Start ``job``; ``on_done`` receives its outcome (maybe later, maybe elsewhere)."""
 
-    def close(self, wait: bool = True) -> None:
+    def close(self, wait: bool = True) -> None:  # noqa: B027 (optional hook, not abstract)
         """Finish (``wait``) or abandon pending jobs; the default has none pending."""
