@@ -7,7 +7,7 @@ default:
 
 * ``private_training`` — local training itself (DP-SGD's per-sample clipping + noise);
 * ``apply`` — the update Δ = w_trained − w_sent (clipping + noise, sparsification);
-* ``encode`` — the update's wire form (:class:`~fedleak.defenses.quantize.Quantizer`);
+* ``encode``/``decode`` — the update's wire form (the quantizers in :mod:`fedleak.defenses.quantize`);
 * ``client_mods`` / ``wrap_strategy`` — Flower's own mechanisms (central DP wrappers and
   ``fixedclipping_mod``; SecAgg+, which also moves the run to Flower's legacy path);
 * ``privacy_events`` — the Gaussian mechanisms it applies, for RDP accounting.

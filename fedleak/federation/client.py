@@ -94,10 +94,11 @@ class LegacyClient(NumPyClient):
     def __init__(self, scenario: Scenario, partition_id: int) -> None:
         self.scenario = scenario
         self.partition_id = partition_id
+        self.names = records.parameter_names(scenario)
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Scalar]
             ) -> tuple[list[np.ndarray], int, dict[str, Scalar]]:
-        names = records.parameter_names(self.scenario)
+        names = self.names
         sent = {k: torch.from_numpy(np.array(a)) for k, a in zip(names, parameters, strict=True)}
         reply = local_round(self.scenario, self.partition_id, int(config["server-round"]),
                             records.training_from_record(config), sent)
