@@ -32,6 +32,9 @@ class MatchedScores:
     psnr: torch.Tensor
     ssim: torch.Tensor
     label_accuracy: float | None
+    """Matched pairs whose recovered label is the true one."""
+    label_count_accuracy: float | None
+    """Share of the true labels found, as a multiset: Σ_c min(n̂_c, n_c) / N (order-free)."""
 
     def summary(self) -> dict[str, float | None]:
         return {
@@ -39,6 +42,7 @@ class MatchedScores:
             "psnr": float(self.psnr.mean()),
             "ssim": float(self.ssim.mean()),
             "label_accuracy": self.label_accuracy,
+            "label_count_accuracy": self.label_count_accuracy,
             "success_rate": float((self.mse < SUCCESS_MSE).float().mean()),
         }
 
@@ -63,10 +67,18 @@ def score(
     ssim = structural_similarity_index_measure(
         paired, target, data_range=1.0, reduction="none", kernel_size=_ssim_kernel(truth)
     )
-    accuracy = None
+    accuracy = count_accuracy = None
     if recon_labels is not None and truth_labels is not None:
         accuracy = float((recon_labels[rows] == truth_labels[cols]).float().mean())
-    return MatchedScores(rows, cols, mse, psnr, ssim, accuracy)
+        count_accuracy = label_count_accuracy(recon_labels, truth_labels)
+    return MatchedScores(rows, cols, mse, psnr, ssim, accuracy, count_accuracy)
+
+
+def label_count_accuracy(recon_labels: torch.Tensor, truth_labels: torch.Tensor) -> float:
+    """Σ_c min(n̂_c, n_c) / N: how many of the true labels were recovered, ignoring order."""
+    classes = int(max(recon_labels.max(), truth_labels.max())) + 1
+    found = torch.minimum(torch.bincount(recon_labels, minlength=classes), torch.bincount(truth_labels, minlength=classes))
+    return float(found.sum()) / len(truth_labels)
 
 
 def _ssim_kernel(images: torch.Tensor) -> int:

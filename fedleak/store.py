@@ -42,10 +42,15 @@ CREATE TABLE IF NOT EXISTS updates (
 CREATE TABLE IF NOT EXISTS attack_results (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, round INTEGER, node_id TEXT,
     partition_id INTEGER, attack TEXT, status TEXT, error TEXT, seconds REAL,
-    mse REAL, psnr REAL, ssim REAL, label_accuracy REAL, success_rate REAL,
+    mse REAL, psnr REAL, ssim REAL, label_accuracy REAL, success_rate REAL, label_count_accuracy REAL,
     num_reconstructed INTEGER, num_ground_truth INTEGER,
     threat TEXT, defenses TEXT, epsilon REAL, model_epsilon REAL, extras TEXT, image TEXT);
 """
+
+_ADDED_COLUMNS = {"attack_results": {"label_count_accuracy": "REAL"}}
+"""Columns newer than the first schema, added to databases written before them."""
+
+_METRICS = ("mse", "psnr", "ssim", "label_accuracy", "label_count_accuracy", "success_rate")
 
 
 class ResultStore:
@@ -59,6 +64,15 @@ class ResultStore:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        with self._lock, self._db:
+            for table, columns in _ADDED_COLUMNS.items():
+                present = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                for name, kind in columns.items():
+                    if name not in present:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     @classmethod
     def open_existing(cls, directory: Path) -> ResultStore:
@@ -97,7 +111,7 @@ class ResultStore:
     def record_attack(self, result: AttackResult, image: str | None = None) -> None:
         row = asdict(result)
         metrics = row.pop("metrics")
-        row.update({k: metrics.get(k) for k in ("mse", "psnr", "ssim", "label_accuracy", "success_rate")})
+        row.update({k: metrics.get(k) for k in _METRICS})
         row.update({k: json.dumps(row[k]) for k in ("threat", "defenses", "extras")})
         row["image"] = image
         row["round"] = row.pop("server_round")

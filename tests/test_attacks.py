@@ -4,9 +4,12 @@ import pytest
 import torch
 
 from fedleak.attacks import ATTACKS, AttackNotApplicable, Budget
+from fedleak.attacks.labels import infer_label_counts
 from fedleak.data import build_plan, load_dataset
 from fedleak.evaluation import Evaluator
+from fedleak.federation.records import model_spec
 from fedleak.metrics import score
+from fedleak.training import offline_update
 
 from conftest import fedsgd_update, tiny_scenario
 
@@ -62,16 +65,86 @@ def test_attacks_refuse_models_and_batches_they_do_not_fit():
     update, spec = fedsgd_update(tiny_scenario())
     with pytest.raises(AttackNotApplicable, match="first fully-connected layer"):
         _attack("analytic", update, spec)
-    batch, spec = fedsgd_update(tiny_scenario(training={"batch_size": 2}))
-    with pytest.raises(AttackNotApplicable, match="batch of 1"):
-        _attack("idlg", batch, spec)
 
 
-def test_time_budget_stops_an_attack_and_says_so():
+@pytest.mark.parametrize("name", ["dlg", "inverting", "grnn"])
+def test_time_budget_stops_an_attack_and_says_how_far_it_got(name):
     update, spec = fedsgd_update(tiny_scenario(training={"batch_size": 2}))
-    recon = ATTACKS.get("dlg")(ATTACKS.get("dlg").Config(iterations=10_000)).run(
-        update, spec.with_weights(update.global_weights), Budget(seconds=0.5))
-    assert recon.extras["stopped_by_budget"] and recon.extras["iterations"] < 10_000
+    config = ATTACKS.get(name).Config(iterations=100_000, restarts=3)
+    recon = ATTACKS.get(name)(config).run(update, spec.with_weights(update.global_weights), Budget(seconds=0.5))
+    extras = recon.extras
+    assert extras["stopped_by_budget"] and 0 < extras["iterations"] < extras["iterations_planned"] == 100_000
+    assert extras["restarts"] == 1 < extras["restarts_planned"]
+    assert recon.images.shape == (2, *spec.image_shape)
+
+
+def test_restarts_keep_the_lowest_objective_and_a_seed_fixes_the_attack():
+    update, spec = fedsgd_update(tiny_scenario(training={"batch_size": 2}))
+    first = _attack("dlg", update, spec, iterations=3, restarts=3, seed=5)
+    assert first.extras["restarts"] == 3
+    assert first.extras["final_loss"] == min(first.extras["restart_losses"])
+    assert len(set(first.extras["restart_losses"])) == 3  # each restart starts elsewhere
+    again = _attack("dlg", update, spec, iterations=3, restarts=3, seed=5)
+    other = _attack("dlg", update, spec, iterations=3, restarts=3, seed=6)
+    assert torch.equal(first.images, again.images) and not torch.equal(first.images, other.images)
+
+
+def test_inverting_recovers_a_digit_from_a_tiny_convnet():
+    # PSNR 30 dB on [0, 1] images is MSE 1e-3, DLG's criterion for a recovered image.
+    scenario = tiny_scenario(model={"name": "convnet", "channels": [8, 8]})
+    update, spec = fedsgd_update(scenario)
+    recon = _attack("inverting", update, spec, iterations=200)
+    truth = _truth(scenario, update)
+    scores = score(recon.images, truth.images, recon.labels, truth.labels)
+    assert scores.psnr.min() > 30 and scores.label_accuracy == 1.0
+
+
+def test_unrolled_fedavg_beats_the_pseudo_gradient_on_a_two_step_update():
+    # A client holding one digit trains two local epochs (two SGD steps on it).
+    scenario = tiny_scenario(model={"name": "convnet", "channels": [8, 8]})
+    splits = load_dataset(scenario.dataset)
+    spec = model_spec(scenario, splits)
+    sent = spec.build(seed=0).state_dict()
+    psnr = {"unroll": [], "pseudo-gradient": []}
+    for sample in (0, 1):
+        update = offline_update(spec, sent, splits.train, [torch.tensor([sample])] * 2, lr=0.1)
+        assert update.metadata.local_steps == 2
+        for mode, results in psnr.items():
+            recon = _attack("inverting", update, spec, iterations=200, fedavg=mode)
+            results.append(float(score(recon.images, splits.train.images[[sample]]).psnr[0]))
+    assert min(psnr["unroll"]) > 30
+    assert min(u - p for u, p in zip(psnr["unroll"], psnr["pseudo-gradient"])) > 6, psnr
+
+
+def test_grnn_recovers_a_batch_of_four_digits_and_their_labels():
+    scenario = tiny_scenario(training={"batch_size": 4})
+    update, spec = fedsgd_update(scenario)
+    recon = _attack("grnn", update, spec, iterations=500)
+    truth = _truth(scenario, update)
+    scores = score(recon.images, truth.images, recon.labels, truth.labels)
+    assert scores.psnr.min() > 30 and scores.label_accuracy == 1.0
+
+
+@pytest.mark.parametrize("model", [{"name": "lenet"}, {"name": "convnet"}, {"name": "lenet", "activation": "relu"}])
+def test_label_counts_are_exact_on_batches_with_repeated_labels(model):
+    scenario = tiny_scenario(model=model)
+    splits = load_dataset(scenario.dataset)
+    spec = model_spec(scenario, splits)
+    labels = splits.train.labels
+    for seed, counts in enumerate([{3: 3, 1: 2, 7: 1, 0: 2}, {5: 8}, {c: 2 for c in range(10)}, {2: 1, 9: 15}]):
+        index = torch.cat([torch.nonzero(labels == c).flatten()[:n] for c, n in counts.items()])
+        sent = spec.build(seed=seed).state_dict()
+        update = offline_update(spec, sent, splits.train, [index], lr=0.1)
+        inferred = infer_label_counts(update, spec.with_weights(sent))
+        assert inferred.tolist() == torch.bincount(labels[index], minlength=10).tolist()
+
+
+def test_inferred_labels_are_scored_as_counts():
+    scenario = tiny_scenario(training={"batch_size": 8})
+    update, spec = fedsgd_update(scenario)
+    recon = _attack("dlg", update, spec, iterations=1, labels="infer")
+    truth = _truth(scenario, update)
+    assert score(recon.images, truth.images, recon.labels, truth.labels).label_count_accuracy == 1.0
 
 
 def test_pseudo_gradient_of_a_fedsgd_update_is_the_gradient():

@@ -1,6 +1,6 @@
 import torch
 
-from fedleak.metrics import match, score
+from fedleak.metrics import label_count_accuracy, match, score
 
 
 def test_matching_undoes_a_permutation():
@@ -27,3 +27,10 @@ def test_fewer_reconstructions_than_samples_are_matched_partially():
     truth = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(2))
     scores = score(truth[2:3], truth)
     assert scores.truth_index.tolist() == [2] and float(scores.mse[0]) == 0.0
+
+
+def test_label_count_accuracy_ignores_order_and_counts_repeats():
+    truth = torch.tensor([3, 3, 1, 0])
+    assert label_count_accuracy(torch.tensor([0, 1, 3, 3]), truth) == 1.0
+    assert label_count_accuracy(torch.tensor([3, 3, 3, 0]), truth) == 0.75
+    assert label_count_accuracy(torch.tensor([5, 5, 5, 5]), truth) == 0.0

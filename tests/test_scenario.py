@@ -32,10 +32,12 @@ def test_resolved_scenario_round_trips_through_toml(tmp_path):
     [
         ({"dataset": {"name": "imagenet"}}, "dataset.name: unknown dataset 'imagenet'; allowed: cifar10"),
         ({"model": {"name": "vgg"}}, "model.name: unknown model 'vgg'; allowed: convnet, lenet, mlp"),
-        ({"attacks": [{"name": "magic"}]}, "attacks[0].name: unknown attack 'magic'; allowed: analytic, dlg, idlg"),
+        ({"attacks": [{"name": "magic"}]}, "attacks[0].name: unknown attack 'magic'; allowed: analytic, dlg, grnn, idlg, inverting"),
         ({"training": {"lr": "fast"}}, "training.lr: Input should be a valid number"),
         ({"training": {"batch_size": 0}}, "training.batch_size: Input should be greater than or equal to 1"),
         ({"attacks": [{"name": "dlg", "iterations": -1}]}, "attacks[0].iterations: Input should be greater than or equal to 1"),
+        ({"attacks": [{"name": "inverting", "restarts": 0}]}, "attacks[0].restarts: Input should be greater than or equal to 1"),
+        ({"attacks": [{"name": "grnn", "labels": "guess"}]}, "attacks[0].labels: Input should be 'optimize' or 'infer'"),
         ({"partition": {"method": "zipf"}}, "partition.method: Input should be 'iid' or 'dirichlet'"),
         ({"federation": {"roundz": 3}}, "federation.roundz: Extra inputs are not permitted"),
     ],

@@ -1,3 +1,5 @@
+import sqlite3
+
 import torch
 
 from fedleak.evaluation import AttackResult
@@ -30,3 +32,20 @@ def test_store_round_trip(tmp_path):
     ok, failed = again.query("SELECT * FROM attack_results ORDER BY id")
     assert ok["psnr"] == 40.0 and ok["defenses"] == '[{"name": "x"}]' and (tmp_path / ok["image"]).is_file()
     assert failed["status"] == "failed" and failed["error"] == "boom"
+
+
+def test_a_database_from_before_label_counts_gains_the_column_and_keeps_its_rows(tmp_path):
+    old = sqlite3.connect(tmp_path / "results.sqlite")
+    old.execute("CREATE TABLE attack_results (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, round INTEGER, "
+                "node_id TEXT, partition_id INTEGER, attack TEXT, status TEXT, error TEXT, seconds REAL, mse REAL, "
+                "psnr REAL, ssim REAL, label_accuracy REAL, success_rate REAL, num_reconstructed INTEGER, "
+                "num_ground_truth INTEGER, threat TEXT, defenses TEXT, epsilon REAL, model_epsilon REAL, "
+                "extras TEXT, image TEXT)")
+    old.execute("INSERT INTO attack_results (run_id, attack, psnr) VALUES ('old', 'dlg', 12.5)")
+    old.commit()
+    old.close()
+    store = ResultStore.open_existing(tmp_path)
+    store.record_attack(AttackResult("new", 1, 1, 0, "dlg", "ok", 1.0, metrics={"label_count_accuracy": 0.5}))
+    rows = store.query("SELECT run_id, psnr, label_count_accuracy FROM attack_results ORDER BY id")
+    assert rows == [{"run_id": "old", "psnr": 12.5, "label_count_accuracy": None},
+                    {"run_id": "new", "psnr": None, "label_count_accuracy": 0.5}]

@@ -28,6 +28,8 @@ class Requirement(StrEnum):
 
     GRADIENT = "gradient"
     """Reads the update as one gradient (exact for FedSGD, the pseudo-gradient −Δ/(lr·steps) for FedAvg)."""
+    TRAINING = "training"
+    """Reads Δ together with the local training the server configured (lr, steps, batch size)."""
 
 
 class AttackNotApplicable(Exception):

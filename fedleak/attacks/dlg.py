@@ -20,14 +20,24 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from fedleak.attacks.base import ATTACKS, Attack, AttackConfig, Budget, Reconstruction
-from fedleak.attacks.gradients import batch_gradient, observed_gradient, squared_distance
+from fedleak.attacks.base import ATTACKS, Attack, Budget, Deadline, Reconstruction
+from fedleak.attacks.gradients import batch_gradient, observed_gradient
+from fedleak.attacks.objectives import squared_distance
+from fedleak.attacks.optimization import (
+    Attempt,
+    DummyBatch,
+    LabelSource,
+    OptimizationConfig,
+    best_of_restarts,
+    fixed_labels,
+)
 from fedleak.models import ImageClassifier
 from fedleak.updates import ClientUpdate
 
 
-class DLGConfig(AttackConfig):
+class DLGConfig(OptimizationConfig):
     iterations: int = Field(300, ge=1)
+    labels: LabelSource = "optimize"
     lr: float = Field(1.0, gt=0)
     max_eval_per_step: int = Field(20, ge=1)
     line_search: Literal["strong_wolfe", "none"] = "strong_wolfe"
@@ -40,46 +50,36 @@ class DLG(Attack):
     Config = DLGConfig
     config: DLGConfig
 
-    def infer_labels(self, update: ClientUpdate, model: ImageClassifier) -> torch.Tensor | None:
-        """Labels fixed before optimisation, or ``None`` to optimise soft labels (DLG)."""
-        return update.known_labels
-
     def run(self, update: ClientUpdate, model: ImageClassifier, budget: Budget) -> Reconstruction:
         deadline = budget.deadline()
         target = observed_gradient(update, model)
-        labels = self.infer_labels(update, model)
-        generator = torch.Generator().manual_seed(self.config.seed)
-        batch = update.metadata.num_examples
-        dummy = torch.rand(batch, *model.image_shape, generator=generator)
-        dummy.requires_grad_(True)
-        variables = [dummy]
-        if labels is None:
-            label_logits = torch.randn(batch, model.num_classes, generator=generator, requires_grad=True)
-            variables.append(label_logits)
+        labels = fixed_labels(self.config, update, model)
+        size = update.metadata.num_examples
+        return best_of_restarts(
+            self.config, deadline,
+            lambda generator: self._attempt(model, target, DummyBatch(size, model, labels, generator), deadline),
+        )
+
+    def _attempt(
+        self, model: ImageClassifier, target: list[torch.Tensor], dummy: DummyBatch, deadline: Deadline
+    ) -> Attempt:
         optimizer = torch.optim.LBFGS(
-            variables, lr=self.config.lr, max_iter=self.config.max_eval_per_step, history_size=100,
+            dummy.variables, lr=self.config.lr, max_iter=self.config.max_eval_per_step, history_size=100,
             tolerance_grad=0.0, tolerance_change=0.0,
             line_search_fn=None if self.config.line_search == "none" else self.config.line_search,
         )
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad()
-            targets = labels if labels is not None else label_logits.softmax(dim=1)
-            distance = squared_distance(batch_gradient(model, dummy, targets, create_graph=True), target)
+            gradient = batch_gradient(model, dummy.images, dummy.targets(), create_graph=True)
+            distance = squared_distance(gradient, target)
             distance.backward()
             return distance
 
-        losses: list[float] = []
-        for _ in range(self.config.iterations):
-            losses.append(float(optimizer.step(closure).detach()))
-            if not math.isfinite(losses[-1]) or losses[-1] < self.config.tolerance or deadline.expired():
+        loss, iterations = math.inf, 0
+        while iterations < self.config.iterations:
+            loss = float(optimizer.step(closure).detach())
+            iterations += 1
+            if not math.isfinite(loss) or loss < self.config.tolerance or deadline.expired():
                 break
-        recovered = labels if labels is not None else label_logits.detach().argmax(dim=1)
-        return Reconstruction(
-            images=dummy.detach().clamp(0, 1),
-            labels=recovered,
-            seconds=deadline.elapsed,
-            extras={"iterations": len(losses), "final_distance": losses[-1],
-                    "stopped_by_budget": deadline.expired()},
-        )
-
+        return dummy.result(loss, iterations)

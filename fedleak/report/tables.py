@@ -9,7 +9,8 @@ from fedleak.store import ResultStore
 _ATTACK_SUMMARY = """
 SELECT round, attack, COUNT(*) AS attacks, SUM(status = 'ok') AS ok,
        AVG(psnr) AS psnr, AVG(ssim) AS ssim, AVG(mse) AS mse,
-       AVG(label_accuracy) AS label_accuracy, AVG(success_rate) AS success_rate,
+       AVG(label_accuracy) AS label_accuracy,
+       AVG(label_count_accuracy) AS label_count_accuracy, AVG(success_rate) AS success_rate,
        AVG(seconds) AS seconds
 FROM attack_results WHERE run_id = ? GROUP BY round, attack ORDER BY round, attack
 """
@@ -34,17 +35,17 @@ def round_table(store: ResultStore, run_id: str) -> Table:
 
     table = Table(title=f"run {run_id}")
     for column in ("round", "test acc", "ε", "ε model", "attack", "ok/total", "PSNR dB", "SSIM", "MSE",
-                   "label acc", "success", "time s"):
+                   "label acc", "label counts", "success", "time s"):
         table.add_column(column, justify="right")
     rows = store.query(_ATTACK_SUMMARY, run_id)
     for row in rows:
         table.add_row(
             str(row["round"]), *utility(row["round"]), row["attack"],
             f"{row['ok']}/{row['attacks']}", _fmt(row["psnr"], ".2f"), _fmt(row["ssim"], ".3f"),
-            _fmt(row["mse"], ".2e"), _fmt(row["label_accuracy"], ".0%"),
+            _fmt(row["mse"], ".2e"), _fmt(row["label_accuracy"], ".0%"), _fmt(row["label_count_accuracy"], ".0%"),
             _fmt(row["success_rate"], ".0%"), _fmt(row["seconds"], ".1f"),
         )
     attacked = {row["round"] for row in rows}
     for server_round in sorted(set(rounds) - attacked - {0}):
-        table.add_row(str(server_round), *utility(server_round), *["–"] * 8)
+        table.add_row(str(server_round), *utility(server_round), *["–"] * 9)
     return table

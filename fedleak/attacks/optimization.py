@@ -1,0 +1,111 @@
+"""What the optimisation attacks share: how labels are obtained, restarts, budgets.
+
+An optimisation attack runs one *attempt* per restart from a fresh random start and
+keeps the attempt with the lowest final objective (Geiping et al. 2020 score their
+restarts this way). Restarts share the attack's time budget; the returned
+:class:`~fedleak.attacks.base.Reconstruction` says how far the attack got.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from fedleak.attacks.base import AttackConfig, Deadline, Reconstruction
+from fedleak.attacks.labels import infer_labels
+from fedleak.models import ImageClassifier
+from fedleak.updates import ClientUpdate
+
+LabelSource = Literal["optimize", "infer"]
+
+
+class OptimizationConfig(AttackConfig):
+    """Options of every optimisation attack (each sets its own defaults)."""
+
+    iterations: int = Field(1000, ge=1)
+    """Optimiser steps per restart."""
+    restarts: int = Field(1, ge=1)
+    """Random starts; the one with the lowest final objective is returned."""
+    labels: LabelSource = "infer"
+    """Unless the threat model grants the true labels: ``infer`` fixes them from the
+    output layer's gradient (:mod:`fedleak.attacks.labels`), ``optimize`` learns soft
+    labels jointly with the images."""
+
+
+@dataclass
+class Attempt:
+    """One restart's result: images in [0, 1], hard labels, final objective, steps taken."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    loss: float
+    iterations: int
+
+
+def fixed_labels(config: OptimizationConfig, update: ClientUpdate, model: ImageClassifier) -> torch.Tensor | None:
+    """The labels an attempt keeps fixed, or ``None`` when it must optimise them."""
+    if update.known_labels is not None:
+        return update.known_labels
+    if config.labels == "infer":
+        return infer_labels(update, model, config.seed)
+    return None
+
+
+def best_of_restarts(
+    config: OptimizationConfig, deadline: Deadline, attempt: Callable[[torch.Generator], Attempt]
+) -> Reconstruction:
+    """Run ``attempt`` once per restart (at least once, then while time is left); keep the best.
+
+    One generator seeded with ``config.seed`` feeds every restart in turn, so a seed
+    fixes the whole attack.
+    """
+    generator = torch.Generator().manual_seed(config.seed)
+    attempts = [attempt(generator)]
+    while len(attempts) < config.restarts and not deadline.expired():
+        attempts.append(attempt(generator))
+    best = min(attempts, key=lambda a: a.loss if math.isfinite(a.loss) else math.inf)
+    return Reconstruction(
+        images=best.images.detach().clamp(0, 1),
+        labels=best.labels,
+        seconds=deadline.elapsed,
+        extras={
+            "iterations": best.iterations, "iterations_planned": config.iterations,
+            "restarts": len(attempts), "restarts_planned": config.restarts,
+            "final_loss": best.loss, "restart_losses": [a.loss for a in attempts],
+            "stopped_by_budget": deadline.expired(),
+        },
+    )
+
+
+class DummyBatch:
+    """The variables of a dummy-data attack: images in [0, 1] and, unless fixed, label logits.
+
+    DLG's initialisation (Zhu et al. 2019): uniform images, standard-normal logits.
+    """
+
+    def __init__(
+        self, size: int, model: ImageClassifier, labels: torch.Tensor | None, generator: torch.Generator
+    ) -> None:
+        self.images = torch.rand(size, *model.image_shape, generator=generator).requires_grad_(True)
+        self.fixed_labels = labels
+        self.label_logits = (
+            None if labels is not None
+            else torch.randn(size, model.num_classes, generator=generator).requires_grad_(True)
+        )
+
+    @property
+    def variables(self) -> list[torch.Tensor]:
+        return [self.images] if self.label_logits is None else [self.images, self.label_logits]
+
+    def targets(self) -> torch.Tensor:
+        """Class indices when fixed, else the soft labels softmax(logits)."""
+        return self.fixed_labels if self.label_logits is None else self.label_logits.softmax(dim=1)
+
+    def result(self, loss: float, iterations: int) -> Attempt:
+        labels = self.fixed_labels if self.label_logits is None else self.label_logits.detach().argmax(dim=1)
+        return Attempt(self.images.detach().clamp(0, 1), labels, loss, iterations)
