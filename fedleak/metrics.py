@@ -77,7 +77,8 @@ def score(
 def label_count_accuracy(recon_labels: torch.Tensor, truth_labels: torch.Tensor) -> float:
     """Σ_c min(n̂_c, n_c) / N: how many of the true labels were recovered, ignoring order."""
     classes = int(max(recon_labels.max(), truth_labels.max())) + 1
-    found = torch.minimum(torch.bincount(recon_labels, minlength=classes), torch.bincount(truth_labels, minlength=classes))
+    counts = [torch.bincount(labels, minlength=classes) for labels in (recon_labels, truth_labels)]
+    found = torch.minimum(*counts)
     return float(found.sum()) / len(truth_labels)
 
 

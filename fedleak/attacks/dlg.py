@@ -20,19 +20,17 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from fedleak.attacks.base import ATTACKS, Attack, Budget, Deadline, Reconstruction
-from fedleak.attacks.gradients import batch_gradient, observed_gradient
+from fedleak.attacks.base import ATTACKS
+from fedleak.attacks.gradients import batch_gradient
 from fedleak.attacks.objectives import squared_distance
 from fedleak.attacks.optimization import (
     Attempt,
     DummyBatch,
+    InversionProblem,
     LabelSource,
+    OptimizationAttack,
     OptimizationConfig,
-    best_of_restarts,
-    fixed_labels,
 )
-from fedleak.models import ImageClassifier
-from fedleak.updates import ClientUpdate
 
 
 class DLGConfig(OptimizationConfig):
@@ -46,23 +44,12 @@ class DLGConfig(OptimizationConfig):
 
 
 @ATTACKS.register("dlg")
-class DLG(Attack):
+class DLG(OptimizationAttack):
     Config = DLGConfig
     config: DLGConfig
 
-    def run(self, update: ClientUpdate, model: ImageClassifier, budget: Budget) -> Reconstruction:
-        deadline = budget.deadline()
-        target = observed_gradient(update, model)
-        labels = fixed_labels(self.config, update, model)
-        size = update.metadata.num_examples
-        return best_of_restarts(
-            self.config, deadline,
-            lambda generator: self._attempt(model, target, DummyBatch(size, model, labels, generator), deadline),
-        )
-
-    def _attempt(
-        self, model: ImageClassifier, target: list[torch.Tensor], dummy: DummyBatch, deadline: Deadline
-    ) -> Attempt:
+    def attempt(self, problem: InversionProblem, generator: torch.Generator) -> Attempt:
+        dummy = DummyBatch(problem.size, problem.model, problem.labels, generator)
         optimizer = torch.optim.LBFGS(
             dummy.variables, lr=self.config.lr, max_iter=self.config.max_eval_per_step, history_size=100,
             tolerance_grad=0.0, tolerance_change=0.0,
@@ -71,8 +58,8 @@ class DLG(Attack):
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad()
-            gradient = batch_gradient(model, dummy.images, dummy.targets(), create_graph=True)
-            distance = squared_distance(gradient, target)
+            gradient = batch_gradient(problem.model, dummy.images, dummy.targets(), create_graph=True)
+            distance = squared_distance(gradient, problem.target)
             distance.backward()
             return distance
 
@@ -80,6 +67,6 @@ class DLG(Attack):
         while iterations < self.config.iterations:
             loss = float(optimizer.step(closure).detach())
             iterations += 1
-            if not math.isfinite(loss) or loss < self.config.tolerance or deadline.expired():
+            if not math.isfinite(loss) or loss < self.config.tolerance or problem.deadline.expired():
                 break
         return dummy.result(loss, iterations)

@@ -11,8 +11,8 @@ The generator is trained with RMSprop (lr 1e-4, momentum 0.99, as in the referen
 code) on  ‖∇θ' − ∇θ‖² + W(∇θ', ∇θ) + α_TV · TV₂(x')  (§3.3): the squared gradient
 distance, a Wasserstein distance between the two gradients' value distributions,
 and a squared total variation. Images whose side is not a power of two (28×28
-MNIST) are generated at the next power of two and resized, as the reference code
-resizes its data to 32×32.
+MNIST) are generated at the next power of two and their centre is kept (the
+reference code instead resizes the data to 32×32; resizing our output would blur it).
 
 ``extra_distance = "norm"`` replaces W by ‖∇θ' − ∇θ‖, which is what the reference
 implementation computes under the name ``wasserstein_distance``.
@@ -24,16 +24,20 @@ import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from fedleak.attacks.base import ATTACKS, Attack, Budget, Deadline, Reconstruction
-from fedleak.attacks.gradients import batch_gradient, observed_gradient
+from fedleak.attacks.base import ATTACKS
+from fedleak.attacks.gradients import batch_gradient
 from fedleak.attacks.objectives import flatten, squared_distance, total_variation, wasserstein_distance
-from fedleak.attacks.optimization import Attempt, LabelSource, OptimizationConfig, best_of_restarts, fixed_labels
+from fedleak.attacks.optimization import (
+    Attempt,
+    InversionProblem,
+    LabelSource,
+    OptimizationAttack,
+    OptimizationConfig,
+)
 from fedleak.models import ImageClassifier
-from fedleak.updates import ClientUpdate
 
 
 class GRNNConfig(OptimizationConfig):
@@ -81,25 +85,18 @@ class Generator(nn.Module):
 
     def forward(self, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         images = torch.sigmoid(self.upsampling(self.seed_block(noise[:, :, None, None])))
-        if images.shape[-2:] != self.image_shape[1:]:
-            images = F.interpolate(images, size=self.image_shape[1:], mode="bilinear", align_corners=False)
-        return images, self.label_head(noise).softmax(dim=1)
+        return _center_crop(images, self.image_shape[1:]), self.label_head(noise).softmax(dim=1)
+
+
+def _center_crop(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    top, left = (images.shape[-2] - size[0]) // 2, (images.shape[-1] - size[1]) // 2
+    return images[..., top : top + size[0], left : left + size[1]]
 
 
 @ATTACKS.register("grnn")
-class GRNN(Attack):
+class GRNN(OptimizationAttack):
     Config = GRNNConfig
     config: GRNNConfig
-
-    def run(self, update: ClientUpdate, model: ImageClassifier, budget: Budget) -> Reconstruction:
-        deadline = budget.deadline()
-        target = observed_gradient(update, model)
-        labels = fixed_labels(self.config, update, model)
-        size = update.metadata.num_examples
-        return best_of_restarts(
-            self.config, deadline,
-            lambda generator: self._attempt(model, target, labels, size, generator, deadline),
-        )
 
     def _objective(
         self, model: ImageClassifier, target: list[torch.Tensor], images: torch.Tensor, targets: torch.Tensor
@@ -112,21 +109,20 @@ class GRNN(Attack):
             loss = loss + (flatten(gradient) - flatten(target)).norm()
         return loss
 
-    def _attempt(
-        self, model: ImageClassifier, target: list[torch.Tensor], labels: torch.Tensor | None, size: int,
-        generator: torch.Generator, deadline: Deadline,
-    ) -> Attempt:
+    def attempt(self, problem: InversionProblem, generator: torch.Generator) -> Attempt:
+        model = problem.model
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(2**31, (), generator=generator)))
             network = Generator(self.config, model.image_shape, model.num_classes)
-        noise = torch.randn(size, self.config.noise_dim, generator=generator)
+        noise = torch.randn(problem.size, self.config.noise_dim, generator=generator)
         optimizer = torch.optim.RMSprop(network.parameters(), lr=self.config.lr, momentum=self.config.momentum)
         loss, done = math.inf, 0
-        while done < self.config.iterations and not deadline.expired():
+        while done < self.config.iterations and not problem.deadline.expired():
             optimizer.zero_grad()
             images, soft_labels = network(noise)
-            objective = self._objective(model, target, images, soft_labels if labels is None else labels)
-            loss = float(objective.detach())
+            targets = soft_labels if problem.labels is None else problem.labels
+            objective = self._objective(model, problem.target, images, targets)
+            loss = objective.item()
             if not math.isfinite(loss):
                 break
             objective.backward()
@@ -134,4 +130,5 @@ class GRNN(Attack):
             done += 1
         with torch.no_grad():
             images, soft_labels = network(noise)
-        return Attempt(images, soft_labels.argmax(dim=1) if labels is None else labels, loss, done)
+        labels = soft_labels.argmax(dim=1) if problem.labels is None else problem.labels
+        return Attempt(images, labels, loss, done)

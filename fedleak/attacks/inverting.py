@@ -24,12 +24,12 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from fedleak.attacks.base import ATTACKS, Attack, Budget, Deadline, Reconstruction, Requirement
+from fedleak.attacks.base import ATTACKS, Requirement
 from fedleak.attacks.gradients import observed_delta, simulated_update
 from fedleak.attacks.objectives import cosine_distance, total_variation
-from fedleak.attacks.optimization import Attempt, DummyBatch, OptimizationConfig, best_of_restarts, fixed_labels
+from fedleak.attacks.optimization import Attempt, DummyBatch, InversionProblem, OptimizationAttack, OptimizationConfig
 from fedleak.models import ImageClassifier
-from fedleak.updates import ClientUpdate, UpdateMetadata
+from fedleak.updates import ClientUpdate
 
 MILESTONES = (3 / 8, 5 / 8, 7 / 8)
 """Fractions of the iterations where the step size drops tenfold (Geiping et al.'s schedule)."""
@@ -39,50 +39,41 @@ class InvertingConfig(OptimizationConfig):
     iterations: int = Field(4800, ge=1)
     """4800 Adam steps: the paper's CIFAR-10 budget (24 000 on ImageNet)."""
     lr: float = Field(0.1, gt=0)
-    tv_weight: float = Field(1e-4, ge=0)
+    tv_weight: float = Field(1e-6, ge=0)
+    """Weight of the TV prior. On MNIST digits 1e-4 over-smoothed the strokes (22 dB at batch 1,
+    LeNet, against 53 dB at 1e-6 and 93 dB without the prior); it earns its keep on natural images."""
     fedavg: Literal["unroll", "pseudo-gradient"] = "unroll"
     """How a multi-step update is modelled: unrolled local training, or one gradient."""
 
 
 @ATTACKS.register("inverting")
-class InvertingGradients(Attack):
+class InvertingGradients(OptimizationAttack):
     Config = InvertingConfig
     config: InvertingConfig
     requires = frozenset({Requirement.TRAINING})
 
-    def run(self, update: ClientUpdate, model: ImageClassifier, budget: Budget) -> Reconstruction:
-        deadline = budget.deadline()
-        target = observed_delta(update, model)
-        labels = fixed_labels(self.config, update, model)
-        size = update.metadata.num_examples
-        return best_of_restarts(
-            self.config, deadline,
-            lambda generator: self._attempt(
-                model, update.metadata, target, DummyBatch(size, model, labels, generator), deadline),
-        )
+    def observed(self, update: ClientUpdate, model: ImageClassifier) -> list[torch.Tensor]:
+        return observed_delta(update, model)
 
-    def _objective(
-        self, model: ImageClassifier, training: UpdateMetadata, target: list[torch.Tensor], dummy: DummyBatch
-    ) -> torch.Tensor:
+    def _objective(self, problem: InversionProblem, dummy: DummyBatch) -> torch.Tensor:
+        training = problem.training
         if self.config.fedavg == "unroll":
             lr, steps, batch_size = training.lr, training.local_steps, training.batch_size
         else:
-            lr, steps, batch_size = training.lr * training.local_steps, 1, len(dummy.images)
-        update = simulated_update(model, dummy.images, dummy.targets(), lr, steps, batch_size)
-        return cosine_distance(update, target) + self.config.tv_weight * total_variation(dummy.images)
+            lr, steps, batch_size = training.lr * training.local_steps, 1, problem.size
+        update = simulated_update(problem.model, dummy.images, dummy.targets(), lr, steps, batch_size)
+        return cosine_distance(update, problem.target) + self.config.tv_weight * total_variation(dummy.images)
 
-    def _attempt(
-        self, model: ImageClassifier, training: UpdateMetadata, target: list[torch.Tensor], dummy: DummyBatch,
-        deadline: Deadline,
-    ) -> Attempt:
+    def attempt(self, problem: InversionProblem, generator: torch.Generator) -> Attempt:
+        dummy = DummyBatch(problem.size, problem.model, problem.labels, generator)
         iterations = self.config.iterations
         optimizer = torch.optim.Adam(dummy.variables, lr=self.config.lr)
         schedule = torch.optim.lr_scheduler.MultiStepLR(
             optimizer, milestones=[int(iterations * f) for f in MILESTONES], gamma=0.1)
         done = 0
-        while done < iterations and not deadline.expired():
+        while done < iterations and not problem.deadline.expired():
             optimizer.zero_grad()
-            loss = self._objective(model, training, target, dummy)
+            loss = self._objective(problem, dummy)
             if not math.isfinite(loss.item()):
                 break
             loss.backward()
@@ -92,5 +83,5 @@ class InvertingGradients(Attack):
             with torch.no_grad():
                 dummy.images.clamp_(0, 1)
             done += 1
-        final = float(self._objective(model, training, target, dummy).detach())
+        final = self._objective(problem, dummy).item()
         return dummy.result(final, done)

@@ -9,6 +9,7 @@ restarts this way). Restarts share the attack's time budget; the returned
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -16,10 +17,11 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from fedleak.attacks.base import AttackConfig, Deadline, Reconstruction
+from fedleak.attacks.base import Attack, AttackConfig, Budget, Deadline, Reconstruction
+from fedleak.attacks.gradients import observed_gradient
 from fedleak.attacks.labels import infer_labels
 from fedleak.models import ImageClassifier
-from fedleak.updates import ClientUpdate
+from fedleak.updates import ClientUpdate, UpdateMetadata
 
 LabelSource = Literal["optimize", "infer"]
 
@@ -109,3 +111,44 @@ class DummyBatch:
     def result(self, loss: float, iterations: int) -> Attempt:
         labels = self.fixed_labels if self.label_logits is None else self.label_logits.detach().argmax(dim=1)
         return Attempt(self.images.detach().clamp(0, 1), labels, loss, iterations)
+
+
+@dataclass(frozen=True)
+class InversionProblem:
+    """What every attempt of one attack starts from."""
+
+    model: ImageClassifier
+    """Carries the global weights the server sent."""
+    target: list[torch.Tensor]
+    """The observed quantity to match, ordered like ``model.parameters()``."""
+    labels: torch.Tensor | None
+    """Fixed labels, or ``None`` when the attempt optimises them."""
+    training: UpdateMetadata
+    deadline: Deadline
+
+    @property
+    def size(self) -> int:
+        """Samples to reconstruct: the distinct examples the client declared."""
+        return self.training.num_examples
+
+
+class OptimizationAttack(Attack):
+    """An attack that reconstructs by optimisation: one :meth:`attempt` per restart."""
+
+    Config = OptimizationConfig
+    config: OptimizationConfig
+
+    def observed(self, update: ClientUpdate, model: ImageClassifier) -> list[torch.Tensor]:
+        """What the attack matches; the update read as one gradient unless overridden."""
+        return observed_gradient(update, model)
+
+    def run(self, update: ClientUpdate, model: ImageClassifier, budget: Budget) -> Reconstruction:
+        problem = InversionProblem(
+            model, self.observed(update, model), fixed_labels(self.config, update, model), update.metadata,
+            budget.deadline(),
+        )
+        return best_of_restarts(self.config, problem.deadline, lambda generator: self.attempt(problem, generator))
+
+    @abstractmethod
+    def attempt(self, problem: InversionProblem, generator: torch.Generator) -> Attempt:
+        """One restart from a random start drawn from ``generator``; stops at the deadline."""
