@@ -1,5 +1,7 @@
 """A failing attack is stored as failed; the others and the run go on."""
 
+import json
+
 from fedleak.adversary import Adversary
 from fedleak.attacks import ATTACKS, Attack
 from fedleak.data import build_plan, load_dataset
@@ -50,3 +52,23 @@ def test_known_labels_capability_hands_the_true_labels_to_the_attack(tmp_path):
     Adversary(scenario, spec, evaluator, store, InlineRunner()).observe(update)
     row = store.query("SELECT label_accuracy, threat FROM attack_results")[0]
     assert row["label_accuracy"] == 1.0 and '"known_labels": true' in row["threat"]
+
+
+def test_every_optimisation_attack_runs_on_a_fedavg_update_and_stores_how_far_it_got(tmp_path):
+    scenario = tiny_scenario(
+        training={"algorithm": "fedavg", "local_steps": 2, "batch_size": 2},
+        attacks=[{"name": "idlg", "iterations": 1}, {"name": "inverting", "iterations": 5, "restarts": 2},
+                 {"name": "grnn", "iterations": 5, "time_budget_s": 30}],
+    )
+    splits = load_dataset(scenario.dataset)
+    evaluator = Evaluator(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)
+    store = ResultStore(tmp_path)
+    update, spec = fedsgd_update(scenario)
+    assert update.metadata.local_steps == 2 and update.metadata.num_examples == 4
+    Adversary(scenario, spec, evaluator, store, InlineRunner()).observe(update)
+    rows = {r["attack"]: r for r in store.query("SELECT * FROM attack_results")}
+    assert all(r["status"] == "ok" and r["num_reconstructed"] == 4 for r in rows.values())
+    assert rows["idlg"]["label_count_accuracy"] == 1.0  # counts inferred from the pseudo-gradient
+    inverting = json.loads(rows["inverting"]["extras"])
+    assert (inverting["iterations"], inverting["iterations_planned"], inverting["restarts"]) == (5, 5, 2)
+    assert json.loads(rows["grnn"]["extras"])["stopped_by_budget"] is False
