@@ -1,10 +1,12 @@
 """Gradient-inversion attacks on LeNet/MNIST by batch size, and Inverting Gradients on FedAvg updates.
 
-Setting (DLG's and GRNN's LeNet/MNIST experiments): LeNet with sigmoid activations and
-every weight ~ U(−0.5, 0.5), real MNIST t10k images (the pool fedleak trains from),
-one FedSGD step (lr 1) on a batch of distinct images, the labels unknown to the
-attacker. Each attack runs with its registry defaults (DLG/iDLG 300 L-BFGS steps,
-Inverting Gradients 4800 Adam steps, GRNN 1000 RMSprop steps), one restart and seed 0.
+Setting (DLG's and GRNN's LeNet/MNIST experiments): DLG's LeNet (sigmoid), its
+weights either ~ U(−0.5, 0.5) as in DLG (``--init uniform``) or PyTorch's default
+initialisation (``--init default``, an untrained model as FL starts from); real MNIST
+t10k images (the pool fedleak trains from), one FedSGD step (lr 1) on a batch of
+distinct images, the labels unknown to the attacker. Each attack runs with its
+registry defaults (DLG/iDLG 300 L-BFGS steps, Inverting Gradients 4800 Adam steps,
+GRNN 1000 RMSprop steps) unless ``--set`` changes one, one restart, seed = trial.
 A reconstructed image counts as recovered when its MSE to the matched true image is
 below 1e-3 (DLG's criterion, PSNR 30 dB).
 
@@ -14,6 +16,8 @@ steps and, for comparison, by treating it as one pseudo-gradient.
 
     python benchmarks/attacks_mnist.py [--data-root ../shared/data/mnist] [--attacks dlg,grnn]
         [--batch-sizes 1,4,8] [--trials 3] [--fedavg-steps 1,2,5] [--time-budget 600] [--jsonl out.jsonl]
+        [--init default] [--set labels=infer]
+    python benchmarks/attacks_mnist.py --report out.jsonl more.jsonl   # tables only
 
 Measured, not asserted: one line per attack as it finishes, then Markdown tables.
 """
@@ -84,8 +88,10 @@ def print_tables(runs: list[dict[str, Any]]) -> None:
     """Markdown tables: by attack and batch size (FedSGD), then Inverting Gradients on FedAvg updates."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for run in runs:
-        key = (run["init"], run["steps"] > 1 or "fedavg" in run["config"], run["attack"],
-               run["config"].get("fedavg", ""), run["steps"], run["batch"])
+        options = ", ".join(f"{k}={v}" for k, v in sorted(run["config"].items()) if k != "fedavg")
+        attack = f"{run['attack']} ({options})" if options else run["attack"]
+        key = (run["init"], "fedavg" in run["config"], attack, run["config"].get("fedavg", ""), run["steps"],
+               run["batch"])
         groups.setdefault(key, []).append(run)
     print("\n| LeNet init | attack | FedAvg model | local steps | batch | images recovered (MSE < 1e-3) "
           "| mean PSNR dB | mean SSIM | label counts | median time s | budget hits | trials |")
@@ -108,6 +114,8 @@ def main() -> None:
     parser.add_argument("--fedavg-steps", default="1,2,5", help="empty: skip the FedAvg study")
     parser.add_argument("--fedavg-batch", type=int, default=4)
     parser.add_argument("--fedavg-lr", type=float, default=0.1)
+    parser.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                        help="an attack option for every attack of this run (repeatable), e.g. labels=infer")
     parser.add_argument("--time-budget", type=float, default=None, help="seconds per attack (default: none)")
     parser.add_argument("--jsonl", type=Path, help="append one JSON line per attack")
     parser.add_argument("--report", type=Path, nargs="*", help="only print the tables of these JSONL files")
@@ -123,6 +131,7 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads", flush=True)
     runs: list[dict[str, Any]] = []
+    options = dict(option.split("=", 1) for option in args.options)
 
     def record(run: dict[str, Any]) -> None:
         run["init"] = args.init
@@ -135,7 +144,7 @@ def main() -> None:
     for size in [int(b) for b in args.batch_sizes.split(",") if b]:
         for trial, index in enumerate(batches(pool, size, args.trials, offset=size)):
             for attack in args.attacks.split(","):
-                record(attack_once(spec, pool, index, attack, {}, 1, 1.0, trial, args.time_budget))
+                record(attack_once(spec, pool, index, attack, options, 1, 1.0, trial, args.time_budget))
     for steps in [int(s) for s in args.fedavg_steps.split(",") if s]:
         for trial, index in enumerate(batches(pool, args.fedavg_batch, args.trials, offset=1000 + steps)):
             for mode in ("unroll", "pseudo-gradient"):
