@@ -6,7 +6,8 @@ initialisation (``--init default``, an untrained model as FL starts from); real 
 t10k images (the pool fedleak trains from), one FedSGD step (lr 1) on a batch of
 distinct images, the labels unknown to the attacker. Each attack runs with its
 registry defaults (DLG/iDLG 300 L-BFGS steps, Inverting Gradients 4800 Adam steps,
-GRNN 1000 RMSprop steps) unless ``--set`` changes one, one restart, seed = trial.
+GRNN 1000 RMSprop steps) unless ``--set`` changes one, one restart, attack seed 0;
+the model of trial t is initialised with seed t.
 A reconstructed image counts as recovered when its MSE to the matched true image is
 below 1e-3 (DLG's criterion, PSNR 30 dB).
 
