@@ -17,7 +17,7 @@ steps and, for comparison, by treating it as one pseudo-gradient.
 
     python benchmarks/attacks_mnist.py [--data-root ../shared/data/mnist] [--attacks dlg,grnn]
         [--batch-sizes 1,4,8] [--trials 3] [--fedavg-steps 1,2,5] [--time-budget 600] [--jsonl out.jsonl]
-        [--init default] [--set labels=infer]
+        [--init default] [--set labels=infer] [--known-labels]
     python benchmarks/attacks_mnist.py --report out.jsonl more.jsonl   # tables only
 
 Measured, not asserted: one line per attack as it finishes, then Markdown tables.
@@ -26,6 +26,7 @@ Measured, not asserted: one line per attack as it finishes, then Markdown tables
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -49,18 +50,21 @@ ATTACK_NAMES = ("dlg", "idlg", "inverting", "grnn")
 
 def attack_once(
     spec: ModelSpec, pool: ImageDataset, index: torch.Tensor, attack: str, config: dict[str, Any],
-    steps: int, lr: float, seed: int, budget: float | None,
+    steps: int, lr: float, seed: int, budget: float | None, known_labels: bool = False,
 ) -> dict[str, Any]:
     """One client update (``steps`` full-batch SGD steps on ``index``), one attack, scored."""
     sent = spec.build(seed=seed).state_dict()
     update = offline_update(spec, sent, pool, [index] * steps, lr=lr)
+    if known_labels:  # the threat model's capability flag, as the adversary grants it
+        update = dataclasses.replace(update, known_labels=pool.labels[index])
     started = time.perf_counter()
     recon = ATTACKS.get(attack)(ATTACKS.get(attack).Config(**config)).run(
         update, spec.with_weights(sent), Budget(budget))
     seconds = time.perf_counter() - started
     scores = score(recon.images, pool.images[index], recon.labels, pool.labels[index])
     return {
-        "attack": attack, "config": config, "batch": len(index), "steps": steps, "seed": seed,
+        "attack": attack, "config": config, "known_labels": known_labels, "batch": len(index), "steps": steps,
+        "seed": seed,
         "recovered": int((scores.mse < SUCCESS_MSE).sum()), "psnr": float(scores.psnr.mean()),
         "ssim": float(scores.ssim.mean()), "label_counts": scores.label_count_accuracy,
         "iterations": recon.extras["iterations"], "stopped_by_budget": recon.extras["stopped_by_budget"],
@@ -89,7 +93,8 @@ def print_tables(runs: list[dict[str, Any]]) -> None:
     """Markdown tables: by attack and batch size (FedSGD), then Inverting Gradients on FedAvg updates."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for run in runs:
-        options = ", ".join(f"{k}={v}" for k, v in sorted(run["config"].items()) if k != "fedavg")
+        options = ", ".join([f"{k}={v}" for k, v in sorted(run["config"].items()) if k != "fedavg"]
+                            + (["known labels"] if run.get("known_labels") else []))
         attack = f"{run['attack']} ({options})" if options else run["attack"]
         key = (run["init"], "fedavg" in run["config"], attack, run["config"].get("fedavg", ""), run["steps"],
                run["batch"])
@@ -117,6 +122,7 @@ def main() -> None:
     parser.add_argument("--fedavg-lr", type=float, default=0.1)
     parser.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                         help="an attack option for every attack of this run (repeatable), e.g. labels=infer")
+    parser.add_argument("--known-labels", action="store_true", help="grant the attacks the true labels")
     parser.add_argument("--time-budget", type=float, default=None, help="seconds per attack (default: none)")
     parser.add_argument("--jsonl", type=Path, help="append one JSON line per attack")
     parser.add_argument("--report", type=Path, nargs="*", help="only print the tables of these JSONL files")
@@ -145,12 +151,13 @@ def main() -> None:
     for size in [int(b) for b in args.batch_sizes.split(",") if b]:
         for trial, index in enumerate(batches(pool, size, args.trials, offset=size)):
             for attack in args.attacks.split(","):
-                record(attack_once(spec, pool, index, attack, options, 1, 1.0, trial, args.time_budget))
+                record(attack_once(spec, pool, index, attack, options, 1, 1.0, trial, args.time_budget,
+                                   args.known_labels))
     for steps in [int(s) for s in args.fedavg_steps.split(",") if s]:
         for trial, index in enumerate(batches(pool, args.fedavg_batch, args.trials, offset=1000 + steps)):
             for mode in ("unroll", "pseudo-gradient"):
-                record(attack_once(spec, pool, index, "inverting", {"fedavg": mode}, steps, args.fedavg_lr,
-                                   trial, args.time_budget))
+                record(attack_once(spec, pool, index, "inverting", {**options, "fedavg": mode}, steps,
+                                   args.fedavg_lr, trial, args.time_budget, args.known_labels))
     print_tables(runs)
 
 

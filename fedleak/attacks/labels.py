@@ -19,13 +19,20 @@ For a batch of one the estimate is ≈ 1 for the class whose gradient is negativ
 (p_c − 1) and ≈ 0 elsewhere (p_c ≥ 0): iDLG's rule (Zhao et al. 2020). For a
 FedAvg update the pseudo-gradient averages the steps' gradients; each step's batch
 enters with weight 1/(steps·batch), so with N = steps·batch/epochs distinct samples
-the same formula holds for the counts over the whole local dataset — as long as the
-predictions move little during local training.
+the same formula holds for the counts over the whole local dataset. Its E[p_c m] is
+then the mean over the local steps, and predictions can move a lot in a few steps (one
+lr-0.1 step on an untrained LeNet shifts its logits by O(1)). So the probe runs at
+points along the trajectory, approximating step t's weights by w₀ + (t/steps)·Δ. On
+LeNet/MNIST FedAvg updates (10 per setting: two initialisations, lr 0.01 and 0.1, 2 or
+5 steps of batch 4) this raised the mean count accuracy from 72% (probe at w₀ only) to
+81%. It stays near 60–70% for 2 steps at lr 0.1, where the first step nearly fits its
+batch and the trajectory is far from linear.
 """
 
 from __future__ import annotations
 
 import torch
+from torch.func import functional_call
 
 from fedleak.attacks.base import AttackNotApplicable
 from fedleak.models import ImageClassifier
@@ -34,6 +41,8 @@ from fedleak.updates import ClientUpdate
 
 PROBE_SIZE = 64
 """Random images used to estimate the client's mean predictions and feature mass."""
+TRAJECTORY_POINTS = 8
+"""At most this many models along the local trajectory are probed."""
 
 
 def infer_label_counts(update: ClientUpdate, model: ImageClassifier, seed: int = 0) -> torch.Tensor:
@@ -42,7 +51,7 @@ def infer_label_counts(update: ClientUpdate, model: ImageClassifier, seed: int =
         raise AttackNotApplicable("label inference needs a fully-connected output layer")
     name, layer = linear_layers(model)[-1]
     gradient = update.pseudo_gradient()
-    probabilities, mass = _probe(model, layer, seed)
+    probabilities, mass = _probe(model, layer, _trajectory(update), seed)
     if layer.bias is not None:
         impact, mass = gradient[f"{name}.bias"].double(), torch.ones_like(mass)
     else:
@@ -58,17 +67,28 @@ def infer_labels(update: ClientUpdate, model: ImageClassifier, seed: int = 0) ->
     return torch.repeat_interleave(torch.arange(len(counts)), counts)
 
 
+def _trajectory(update: ClientUpdate) -> list[dict[str, torch.Tensor]]:
+    """Weights w₀ + (t/steps)·Δ for up to ``TRAJECTORY_POINTS`` evenly spaced steps t."""
+    steps = update.metadata.local_steps
+    fractions = torch.arange(steps) / steps if steps <= TRAJECTORY_POINTS else (
+        torch.linspace(0, 1 - 1 / steps, TRAJECTORY_POINTS))
+    delta = update.delta
+    return [{k: w + float(f) * delta[k] for k, w in update.global_weights.items()} for f in fractions]
+
+
 @torch.no_grad()
-def _probe(model: ImageClassifier, layer: torch.nn.Linear, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax outputs and feature masses Σⱼ hⱼ of the last layer on random images."""
+def _probe(
+    model: ImageClassifier, layer: torch.nn.Linear, trajectory: list[dict[str, torch.Tensor]], seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax outputs and feature masses Σⱼ hⱼ of the last layer on random images, at each point."""
+    images = torch.rand(PROBE_SIZE, *model.image_shape, generator=torch.Generator().manual_seed(seed))
     features: list[torch.Tensor] = []
     hook = layer.register_forward_hook(lambda _module, inputs, _output: features.append(inputs[0]))
     try:
-        generator = torch.Generator().manual_seed(seed)
-        logits = model(torch.rand(PROBE_SIZE, *model.image_shape, generator=generator))
+        logits = torch.cat([functional_call(model, weights, (images,)) for weights in trajectory])
     finally:
         hook.remove()
-    return logits.double().softmax(dim=1), features[0].double().sum(dim=1)
+    return logits.double().softmax(dim=1), torch.cat(features).double().sum(dim=1)
 
 
 def _round_to_total(estimate: torch.Tensor, total: int) -> torch.Tensor:
