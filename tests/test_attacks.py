@@ -157,3 +157,11 @@ def test_pseudo_gradient_of_a_fedsgd_update_is_the_gradient():
     gradient = update.pseudo_gradient()
     for name, parameter in model.named_parameters():
         torch.testing.assert_close(gradient[name], parameter.grad, atol=2e-5, rtol=1e-3)
+
+
+def test_grnn_generates_a_batch_of_256():
+    scenario = tiny_scenario(training={"batch_size": 256})
+    update, spec = fedsgd_update(scenario)
+    recon = _attack("grnn", update, spec, iterations=2)
+    assert recon.images.shape == (256, *spec.image_shape) and recon.labels.shape == (256,)
+    assert recon.extras["iterations"] == 2 and 0 <= float(recon.images.min()) <= float(recon.images.max()) <= 1
