@@ -14,8 +14,10 @@ and a squared total variation. Images whose side is not a power of two (28×28
 MNIST) are generated at the next power of two and their centre is kept (the
 reference code instead resizes the data to 32×32; resizing our output would blur it).
 
-``extra_distance = "norm"`` replaces W by ‖∇θ' − ∇θ‖, which is what the reference
-implementation computes under the name ``wasserstein_distance``.
+The default ``extra_distance = "norm"`` uses ‖∇θ' − ∇θ‖ for W: that is what the
+reference implementation computes under the name ``wasserstein_distance``, and it
+worked far better here (batch 4 of the digits LeNet, 500 steps: ≈40 dB against ≈10 dB
+for the paper's W₂ between sorted gradient entries, ``extra_distance = "wasserstein"``).
 """
 
 from __future__ import annotations
