@@ -25,7 +25,6 @@ Measured, not asserted: one line per attack as it finishes, then Markdown tables
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import platform
@@ -37,12 +36,12 @@ from typing import Any
 import torch
 
 from fedleak.attacks import ATTACKS, Budget
-from fedleak.config import DatasetConfig
-from fedleak.data import ImageDataset, load_dataset
+from fedleak.data import ImageDataset
 from fedleak.metrics import SUCCESS_MSE, score
 from fedleak.models import ModelSpec
-from fedleak.models.lenet import LeNetConfig
 from fedleak.training import offline_update
+
+from mnist_setup import lenet_on_mnist, mnist_parser
 
 BATCH_SIZES = (1, 4, 8, 16, 32, 64)
 ATTACK_NAMES = ("dlg", "idlg", "inverting", "grnn")
@@ -109,9 +108,7 @@ def print_tables(runs: list[dict[str, Any]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_root = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
-    parser.add_argument("--data-root", type=Path, default=default_root)
+    parser = mnist_parser(__doc__)
     parser.add_argument("--init", choices=["uniform", "default"], default="uniform",
                         help="LeNet weights: U(-0.5, 0.5) as in DLG, or PyTorch's default")
     parser.add_argument("--attacks", default=",".join(ATTACK_NAMES))
@@ -131,10 +128,8 @@ def main() -> None:
         print_tables([json.loads(line) for path in args.report for line in path.read_text().splitlines()])
         return
 
-    splits = load_dataset(DatasetConfig(name="mnist", data_root=args.data_root.resolve()))
+    splits, spec = lenet_on_mnist(args.data_root, args.init)
     pool = splits.train
-    spec = ModelSpec("lenet", LeNetConfig(init=args.init, init_bound=0.5), splits.image_shape,
-                     splits.num_classes, *splits.channel_stats)
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads", flush=True)
     runs: list[dict[str, Any]] = []

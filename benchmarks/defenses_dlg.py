@@ -37,6 +37,8 @@ from fedleak.federation import new_run_dir, simulate
 from fedleak.scenario import Scenario, parse_scenario
 from fedleak.store import ResultStore
 
+from mnist_setup import mnist_parser
+
 Defenses = Callable[[float], list[dict[str, Any]]]
 """The defense list, given the factor that turns gradient noise std into update noise std."""
 
@@ -137,9 +139,7 @@ def row(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_root = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
-    parser.add_argument("--data-root", type=Path, default=default_root)
+    parser = mnist_parser(__doc__)
     parser.add_argument("--clients", type=int, default=4, help="clients (= images) attacked per configuration")
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--only", default="", help="run only configurations whose label contains this")

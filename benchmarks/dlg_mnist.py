@@ -9,7 +9,6 @@ Success = MSE < 1e-3 after one-to-one matching. Measured, not asserted.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
@@ -19,12 +18,11 @@ from pathlib import Path
 import torch
 
 from fedleak.attacks import ATTACKS, Budget
-from fedleak.config import DatasetConfig
-from fedleak.data import load_dataset
 from fedleak.metrics import SUCCESS_MSE, score
 from fedleak.models import ModelSpec
-from fedleak.models.lenet import LeNetConfig
 from fedleak.training import offline_update
+
+from mnist_setup import lenet_on_mnist, mnist_parser
 
 
 def attack_once(spec: ModelSpec, images_index: list[int], pool, seed: int, iterations: int) -> dict:
@@ -43,9 +41,7 @@ def attack_once(spec: ModelSpec, images_index: list[int], pool, seed: int, itera
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_root = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
-    parser.add_argument("--data-root", type=Path, default=default_root)
+    parser = mnist_parser(__doc__)
     parser.add_argument("--images", type=int, default=10)
     parser.add_argument("--batches", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=4)
@@ -53,10 +49,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    splits = load_dataset(DatasetConfig(name="mnist", data_root=args.data_root.resolve()))
+    splits, spec = lenet_on_mnist(args.data_root, "uniform")
     pool = splits.train
-    spec = ModelSpec("lenet", LeNetConfig(init="uniform", init_bound=0.5), splits.image_shape,
-                     splits.num_classes, *splits.channel_stats)
     runs = {"batch 1": [attack_once(spec, [i], pool, i, args.iterations) for i in range(args.images)]}
     size = args.batch_size
     runs[f"batch {size}"] = [

@@ -42,13 +42,13 @@ CREATE TABLE IF NOT EXISTS updates (
 CREATE TABLE IF NOT EXISTS attack_results (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, round INTEGER, node_id TEXT,
     partition_id INTEGER, attack TEXT, status TEXT, error TEXT, seconds REAL,
-    mse REAL, psnr REAL, ssim REAL, label_accuracy REAL, success_rate REAL, label_count_accuracy REAL,
+    mse REAL, psnr REAL, ssim REAL, label_accuracy REAL, success_rate REAL,
     num_reconstructed INTEGER, num_ground_truth INTEGER,
     threat TEXT, defenses TEXT, epsilon REAL, model_epsilon REAL, extras TEXT, image TEXT);
 """
 
 _ADDED_COLUMNS = {"attack_results": {"label_count_accuracy": "REAL"}}
-"""Columns newer than the first schema, added to databases written before them."""
+"""Columns newer than the first schema, added to every database (new or written before them) when opened."""
 
 _METRICS = ("mse", "psnr", "ssim", "label_accuracy", "label_count_accuracy", "success_rate")
 

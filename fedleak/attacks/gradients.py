@@ -13,19 +13,21 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from fedleak.models import ImageClassifier
-from fedleak.updates import ClientUpdate
+from fedleak.updates import ClientUpdate, Weights
 
 
 def observed_gradient(update: ClientUpdate, model: ImageClassifier) -> list[torch.Tensor]:
     """The update's gradient, ordered like ``model.parameters()``."""
-    gradient = update.pseudo_gradient()
-    return [gradient[name].detach() for name, _ in model.named_parameters()]
+    return _in_parameter_order(update.pseudo_gradient(), model)
 
 
 def observed_delta(update: ClientUpdate, model: ImageClassifier) -> list[torch.Tensor]:
     """The update Δ = w_returned − w_sent, ordered like ``model.parameters()``."""
-    delta = update.delta
-    return [delta[name].detach() for name, _ in model.named_parameters()]
+    return _in_parameter_order(update.delta, model)
+
+
+def _in_parameter_order(weights: Weights, model: ImageClassifier) -> list[torch.Tensor]:
+    return [weights[name].detach() for name, _ in model.named_parameters()]
 
 
 def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -47,9 +47,10 @@ TRAJECTORY_POINTS = 8
 
 def infer_label_counts(update: ClientUpdate, model: ImageClassifier, seed: int = 0) -> torch.Tensor:
     """Estimated number of samples per class in the update's data, ``(num_classes,)`` integers."""
-    if not linear_layers(model):
+    layers = linear_layers(model)
+    if not layers:
         raise AttackNotApplicable("label inference needs a fully-connected output layer")
-    name, layer = linear_layers(model)[-1]
+    name, layer = layers[-1]
     gradient = update.pseudo_gradient()
     probabilities, mass = _probe(model, layer, _trajectory(update), seed)
     if layer.bias is not None:

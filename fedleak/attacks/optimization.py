@@ -72,7 +72,7 @@ def best_of_restarts(
         attempts.append(attempt(generator))
     best = min(attempts, key=lambda a: a.loss if math.isfinite(a.loss) else math.inf)
     return Reconstruction(
-        images=best.images.detach().clamp(0, 1),
+        images=best.images,
         labels=best.labels,
         seconds=deadline.elapsed,
         extras={

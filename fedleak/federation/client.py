@@ -98,11 +98,10 @@ class LegacyClient(NumPyClient):
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Scalar]
             ) -> tuple[list[np.ndarray], int, dict[str, Scalar]]:
-        names = self.names
-        sent = {k: torch.from_numpy(np.array(a)) for k, a in zip(names, parameters, strict=True)}
+        sent = {k: torch.from_numpy(np.array(a)) for k, a in zip(self.names, parameters, strict=True)}
         reply = local_round(self.scenario, self.partition_id, int(config["server-round"]),
                             records.training_from_record(config), sent)
-        return [reply.arrays[k] for k in names], int(reply.metrics[records.NUM_EXAMPLES]), dict(reply.metrics)
+        return [reply.arrays[k] for k in self.names], int(reply.metrics[records.NUM_EXAMPLES]), dict(reply.metrics)
 
 
 def legacy_train(message: Message, context: Context, scenario: Scenario) -> Message:
