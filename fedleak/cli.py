@@ -48,10 +48,62 @@ def results(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -
     from fedleak.store import ResultStore
 
     store = ResultStore.open_existing(run_dir)
-    for run_row in store.query("SELECT run_id, status FROM runs"):
+    for run_row in store.query("SELECT run_id, status, risk_index FROM runs"):
         console.print(round_table(store, run_row["run_id"]))
-        console.print(f"status: {run_row['status']} · images: {run_dir / 'images'}")
+        risk = "not auditable" if run_row["risk_index"] is None else f"{run_row['risk_index']:.3f}"
+        console.print(f"status: {run_row['status']} · model risk index: {risk} (fedleak audit; 0 = fully recoverable)"
+                      f" · images: {run_dir / 'images'}")
     store.close()
+
+
+@app.command()
+def audit(
+    model: Annotated[str, typer.Argument(help="Registered model name (e.g. rgap_cnn, lenet).")],
+    input_shape: Annotated[str, typer.Option(help="Image shape C,H,W.")] = "1,28,28",
+    num_classes: Annotated[int, typer.Option(help="Number of classes.")] = 10,
+    set_: Annotated[list[str], typer.Option("--set", help="Override a model key: --set channels=[3,36]")] = [],  # noqa: B006
+    seed: Annotated[int, typer.Option(help="Seed of the model's initial weights (and of the random probe).")] = 0,
+) -> None:
+    """Per-layer rank analysis and the leakage risk index of an architecture (no client data).
+
+    The normaliser uses mean 0.5 and std 0.5 per channel; the ranks do not depend on it.
+    """
+    from pydantic import ValidationError
+
+    from fedleak.attacks.linear_systems import UnsupportedArchitecture
+    from fedleak.audit import audit_model, audit_table
+    from fedleak.models import MODELS, ModelSpec
+    from fedleak.scenario import apply_override
+
+    shape = _image_shape(input_shape)
+    if num_classes < 2:
+        raise FedleakError(f"--num-classes: expected at least 2, got {num_classes}")
+    table: dict = {}
+    for override in set_:
+        apply_override(table, override)
+    try:
+        config = MODELS.get(model).Config.model_validate(table)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        raise FedleakError(f"--set {key}: {first['msg']}".replace("--set : ", "--set: ")) from None
+    spec = ModelSpec(model, config, shape, num_classes, (0.5,) * shape[0], (0.5,) * shape[0])
+    try:
+        result = audit_model(spec.build(seed=seed), probe_seed=seed)
+    except UnsupportedArchitecture as error:
+        raise FedleakError(f"audit: {model}: {error}") from None
+    except RuntimeError as error:  # e.g. an input too small for the model's kernels
+        raise FedleakError(f"audit: {model} does not run on {input_shape}: {str(error).splitlines()[0]}") from None
+    console.print(audit_table(result, title=f"{model} on {'×'.join(map(str, shape))}"))
+    console.print(f"risk index: {result.risk_index:.4f}")
+
+
+def _image_shape(text: str) -> tuple[int, int, int]:
+    parts = text.split(",")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise FedleakError(f"--input-shape: expected three positive integers C,H,W, got '{text}'")
+    channels, height, width = (int(p) for p in parts)
+    return channels, height, width
 
 
 def main() -> None:

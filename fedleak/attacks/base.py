@@ -24,12 +24,16 @@ from fedleak.updates import ClientUpdate
 
 
 class Requirement(StrEnum):
-    """What an attack needs from the capture (more kinds arrive with the attacks that need them)."""
+    """What an attack reads from the capture (declarative: it documents the threat model; nothing enforces it)."""
 
     GRADIENT = "gradient"
     """Reads the update as one gradient (exact for FedSGD, the pseudo-gradient −Δ/(lr·steps) for FedAvg)."""
     TRAINING = "training"
     """Reads Δ together with the local training the server configured (lr, steps, batch size)."""
+    TRAINED = "trained"
+    """Reads the returned weights as a model trained (to convergence) on the client's data."""
+    RANDOM_QUERY = "random-query"
+    """Needs the gradient at parameters a malicious server drew at random (``threat.random_query``)."""
 
 
 class AttackNotApplicable(Exception):

@@ -9,8 +9,9 @@ trainable parameters.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import torch
@@ -24,8 +25,13 @@ MODELS: Registry[type[nn.Module]] = Registry("model")
 """Each entry is an ``nn.Module`` class with a ``Config`` attribute and the constructor
 ``(config, image_shape, num_classes)``."""
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
-Activation = Literal["relu", "sigmoid", "tanh"]
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": partial(nn.LeakyReLU, 0.2),  # R-GAP's invertible activation (Zhu & Blaschko 2021)
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+}
+Activation = Literal["relu", "leaky_relu", "sigmoid", "tanh"]
 
 
 class ModelConfig(Strict):
@@ -37,7 +43,10 @@ class ModelConfig(Strict):
 
 
 class ImageClassifier(nn.Module):
-    """Normalises [0, 1] images of ``image_shape``, then runs ``body``; outputs logits."""
+    """Normalises [0, 1] images of ``image_shape``, then runs ``body``; outputs logits.
+
+    ``mean`` is per channel (C values) or per pixel (C·H·W values, row-major); ``std`` per channel.
+    """
 
     def __init__(
         self,
@@ -51,7 +60,8 @@ class ImageClassifier(nn.Module):
         self.body = body
         self.image_shape = image_shape
         self.num_classes = num_classes
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        shape = (1, *image_shape) if len(mean) > image_shape[0] else (1, -1, 1, 1)
+        self.register_buffer("mean", torch.tensor(mean).view(shape), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -73,6 +83,7 @@ class ModelSpec:
     image_shape: tuple[int, int, int]
     num_classes: int
     mean: tuple[float, ...]
+    """Per channel, or per pixel (``dataset.normalization``): see :class:`ImageClassifier`."""
     std: tuple[float, ...]
 
     def build(self, seed: int = 0) -> ImageClassifier:
