@@ -13,13 +13,14 @@ import dataclasses
 
 from fedleak.defenses import LocalRound
 from fedleak.evaluation import AttackResult, Evaluator
+from fedleak.malicious import random_query_weights
 from fedleak.models import ModelSpec
 from fedleak.privacy import NO_EPSILON, Epsilon, PrivacyLedger
 from fedleak.progress import Progress
 from fedleak.runner import AttackJob, AttackOutcome, AttackRunner
 from fedleak.scenario import Scenario
 from fedleak.store import ResultStore
-from fedleak.updates import ClientUpdate
+from fedleak.updates import ClientUpdate, Weights
 
 
 class Adversary:
@@ -41,6 +42,18 @@ class Adversary:
         self.ledger = PrivacyLedger(scenario.defense_pipeline(), scenario.accounting.delta)
         self._epsilon: dict[tuple[int, tuple[int, ...]], Epsilon] = {}
 
+    def is_random_query(self, server_round: int) -> bool:
+        """Whether the server sends crafted random weights this round (a malicious-server flag)."""
+        threat = self.scenario.threat
+        return threat.server == "malicious" and server_round in threat.random_query.rounds
+
+    def weights_to_send(self, server_round: int, global_weights: Weights) -> Weights:
+        """The global model, or in a random-query round fresh weights drawn for this round."""
+        if not self.is_random_query(server_round):
+            return global_weights
+        seed = self.scenario.seed * 1_000_003 + server_round  # fresh per round, reproducible per run
+        return random_query_weights(self.model, self.scenario.threat.random_query, seed)
+
     def wants(self, update: ClientUpdate) -> bool:
         partition = None if update.aggregate_of else update.partition_id
         return self.scenario.capture.selects(update.server_round, partition)
@@ -55,6 +68,8 @@ class Adversary:
 
     def observe(self, update: ClientUpdate) -> None:
         """Account and record ``update``; if the capture policy selects it, submit every attack."""
+        if self.is_random_query(update.server_round):
+            update = dataclasses.replace(update, random_query=True)
         epsilon = self._account(update)
         self._epsilon[(update.server_round, update.partitions)] = epsilon
         self.store.record_update(update, epsilon)
@@ -85,7 +100,7 @@ class Adversary:
             status="ok" if outcome.error is None else "failed", seconds=outcome.seconds,
             error=outcome.error, threat=self.scenario.threat.model_dump(mode="json"),
             defenses=[d.as_table() for d in self.scenario.defenses],
-            epsilon=epsilon.update, model_epsilon=epsilon.model,
+            epsilon=epsilon.update, model_epsilon=epsilon.model, random_query=update.random_query,
         )
         image = None
         if outcome.reconstruction is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Strict(BaseModel):
@@ -25,6 +25,10 @@ class DatasetConfig(Strict):
     """Folder with the dataset's files. ``None``: ``~/.cache/fedleak/<name>``."""
     download: bool = False
     """Let torchvision download into ``data_root`` (needs a network)."""
+    normalization: Literal["channel", "pixel"] = "channel"
+    """What the model subtracts from its input: the training pool's per-channel mean, or its
+    per-pixel mean (Haim et al.'s preprocessing, which the ``kkt`` attack needs); both then
+    divide by the per-channel std."""
 
 
 class PartitionConfig(Strict):
@@ -71,12 +75,31 @@ class CaptureConfig(Strict):
         )
 
 
+class RandomQueryConfig(Strict):
+    """A malicious server's random-parameter query (see :mod:`fedleak.malicious`)."""
+
+    rounds: list[int] = Field(default_factory=list)
+    """Rounds in which the server sends freshly random weights instead of the global model; empty = never."""
+    bias_scale: float = Field(1.0, ge=0)
+    """First-layer bias std (weights are N(0, 1/fan_in), so wᵀx has std ≈ 1 for a normalised input; 0: zero bias)."""
+    output_scale: float = Field(0.1, gt=0)
+    """Output weights are output_scale/√width · v aᵀ (rank one): logits of order output_scale."""
+
+
 class ThreatModel(Strict):
     """What the server is and knows beyond the protocol (stored with every result)."""
 
     server: Literal["honest-but-curious", "malicious"] = "honest-but-curious"
     known_labels: bool = False
     """Capability flag: the attacker is given the true labels of the batch."""
+    random_query: RandomQueryConfig = RandomQueryConfig()
+    """A malicious server's random-parameter queries (needs ``server = "malicious"``)."""
+
+    @model_validator(mode="after")
+    def _query_needs_malicious_server(self) -> ThreatModel:
+        if self.random_query.rounds and self.server != "malicious":
+            raise ValueError('random_query.rounds: sending crafted weights needs server = "malicious"')
+        return self
 
 
 class AccountingConfig(Strict):

@@ -41,6 +41,8 @@ class AttackResult:
     model_epsilon: float | None = None
     """ε of the released global model up to this round."""
     extras: dict[str, Any] = field(default_factory=dict)
+    random_query: bool = False
+    """The attacked update answered a random-parameter query (a malicious server's)."""
 
 
 class Evaluator:

@@ -117,6 +117,13 @@ class Scenario(Strict):
             raise ValueError(f"defenses: {error}") from None
         return self
 
+    @model_validator(mode="after")
+    def _random_query_on_message_path(self) -> Scenario:
+        # The legacy (SecAgg+) server sends the global model through Flower's own workflow.
+        if self.threat.random_query.rounds and self.defense_pipeline().legacy_path:
+            raise ValueError("threat.random_query: not supported with secure aggregation (the legacy path)")
+        return self
+
     def defense_pipeline(self) -> DefensePipeline:
         """The client-side defenses, in the order listed."""
         return DefensePipeline.from_components([(d.name, d.config) for d in self.defenses])

@@ -30,6 +30,9 @@ class ClientUpdate:
 
     An *aggregate* (what SecAgg+ lets the server unmask) has ``partition_id`` −1 and
     lists the partitions it sums in ``aggregate_of``.
+
+    ``random_query`` marks a round in which a malicious server sent freshly random
+    parameters instead of the global model (``global_weights`` are then those).
     """
 
     run_id: str
@@ -41,6 +44,7 @@ class ClientUpdate:
     metadata: UpdateMetadata
     known_labels: torch.Tensor | None = None
     aggregate_of: tuple[int, ...] = ()
+    random_query: bool = False
 
     @property
     def partitions(self) -> tuple[int, ...]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fedleak.adversary import Adversary
 from fedleak.data import build_plan, load_dataset
 from fedleak.federation.records import model_spec
 from fedleak.models import ModelSpec
@@ -36,3 +37,17 @@ def fedsgd_update(scenario: Scenario, partition_id: int = 0, server_round: int =
 @pytest.fixture(autouse=True)
 def _few_threads():
     torch.set_num_threads(2)
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """Every ClientUpdate the adversary observes, in order."""
+    seen = []
+    observe = Adversary.observe
+
+    def recording(self, update):
+        seen.append(update)
+        observe(self, update)
+
+    monkeypatch.setattr(Adversary, "observe", recording)
+    return seen

@@ -6,27 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from fedleak.adversary import Adversary
 from fedleak.data import load_dataset
 from fedleak.federation import new_run_dir, records, simulate
 from fedleak.federation.client import local_round
 from fedleak.store import ResultStore
 
 from conftest import tiny_scenario
-
-
-@pytest.fixture
-def captured(monkeypatch):
-    """Every ClientUpdate the adversary observes, in order."""
-    seen = []
-    observe = Adversary.observe
-
-    def recording(self, update):
-        seen.append(update)
-        observe(self, update)
-
-    monkeypatch.setattr(Adversary, "observe", recording)
-    return seen
 
 
 def test_secagg_aggregate_is_fedavg_while_masked_vectors_are_noise(tmp_path, captured):

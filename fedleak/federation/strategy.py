@@ -4,6 +4,10 @@ It wraps (rather than subclasses) the inner strategy, so FedAvg — or FedAvg in
 Flower DP wrapper — aggregates exactly as it would without the adversary. It is the
 outermost layer because it models what reaches the server: a quantized reply is
 decoded first, and a server-side DP wrapper clips and noises only after the capture.
+
+In a malicious server's random-query round (:meth:`Adversary.weights_to_send`) it sends
+crafted weights instead of the global model and, after capturing the replies, keeps the
+global model unchanged: the round's aggregate would be an update of the crafted weights.
 """
 
 from __future__ import annotations
@@ -27,19 +31,24 @@ class AdversarialStrategy(Strategy):
         self.adversary = adversary
         self.run_id = run_id
         self.num_rounds = num_rounds
+        self._global: ArrayRecord | None = None
         self._sent: Weights = {}
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        self._sent = dict(arrays.to_torch_state_dict())
-        return self.inner.configure_train(server_round, arrays, config, grid)
+        self._global = arrays
+        self._sent = self.adversary.weights_to_send(server_round, dict(arrays.to_torch_state_dict()))
+        return self.inner.configure_train(server_round, ArrayRecord(self._sent), config, grid)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
         updates = [self.capture(server_round, reply) for reply in replies if not reply.has_error()]
         self.adversary.observe_round(updates, self.num_rounds)
-        return self.inner.aggregate_train(server_round, replies)
+        arrays, metrics = self.inner.aggregate_train(server_round, replies)
+        if self.adversary.is_random_query(server_round):
+            return self._global, metrics
+        return arrays, metrics
 
     def capture(self, server_round: int, reply: Message) -> ClientUpdate:
         """Decode the reply in place (the inner strategy aggregates weights) and capture it."""
