@@ -20,6 +20,8 @@ from torchmetrics.functional.image import (
 
 SUCCESS_MSE = 1e-3
 """DLG's criterion for a recovered image (used for success rates)."""
+SUCCESS_SSIM = 0.4
+"""Haim et al.'s criterion for a reconstructed training sample (SSIM above it)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class MatchedScores:
             "label_accuracy": self.label_accuracy,
             "label_count_accuracy": self.label_count_accuracy,
             "success_rate": float((self.mse < SUCCESS_MSE).float().mean()),
+            "ssim_success_rate": float((self.ssim > SUCCESS_SSIM).float().mean()),
         }
 
 

@@ -9,8 +9,9 @@ from fedleak.data import DataPlan, build_plan, load_dataset
 from fedleak.data.idx import read_idx
 from fedleak.data.partition import partition_indices
 from fedleak.errors import FedleakError
+from fedleak.federation.records import model_spec
 
-from conftest import MNIST_DIR
+from conftest import MNIST_DIR, tiny_scenario
 
 
 def test_digits_are_images_in_unit_range():
@@ -91,3 +92,15 @@ def test_build_plan_shards_cover_distinct_clients():
     plan = build_plan(0, DatasetConfig(), PartitionConfig(num_clients=4))
     assert plan.num_clients == 4
     assert sum(len(s) for s in plan.shards) == 1500
+
+
+@pytest.mark.parametrize("normalization", ["channel", "pixel"])
+def test_the_model_subtracts_the_pools_channel_or_pixel_mean(normalization):
+    scenario = tiny_scenario(dataset={"normalization": normalization})
+    splits = load_dataset(scenario.dataset)
+    model = model_spec(scenario, splits).build()
+    centred = model.normalize(splits.train.images).mean(dim=0)  # (C, H, W)
+    per_pixel_zero = bool(centred.abs().max() < 1e-5)
+    assert per_pixel_zero == (normalization == "pixel")
+    assert float(centred.mean()) == pytest.approx(0, abs=1e-5)  # both centre each channel
+    assert torch.allclose(model.denormalize(model.normalize(splits.test.images)), splits.test.images, atol=1e-6)

@@ -21,6 +21,9 @@ def test_scores_after_matching():
     assert torch.all(scores.ssim > 0.9)
     unrelated = score(torch.zeros(3, 1, 8, 8), truth, torch.tensor([0, 0, 0]), labels)
     assert unrelated.psnr.mean() < 10 and unrelated.label_accuracy == 0.0
+    assert scores.summary()["ssim_success_rate"] == 1.0 and unrelated.summary()["ssim_success_rate"] == 0.0
+    half = score(torch.cat([truth[:1], torch.zeros(1, 1, 8, 8)]), truth[:2])  # one of two pairs above 0.4
+    assert half.summary()["ssim_success_rate"] == 0.5
 
 
 def test_fewer_reconstructions_than_samples_are_matched_partially():

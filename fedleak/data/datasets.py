@@ -62,6 +62,11 @@ class DatasetSplits:
         std = images.std(dim=(0, 2, 3)).clamp_min(1e-3)
         return tuple(mean.tolist()), tuple(std.tolist())
 
+    @property
+    def pixel_mean(self) -> tuple[float, ...]:
+        """The training pool's per-pixel mean, flattened row-major from (C, H, W)."""
+        return tuple(self.train.images.mean(dim=0).flatten().tolist())
+
 
 DatasetLoader = Callable[[DatasetConfig], DatasetSplits]
 DATASETS: Registry[DatasetLoader] = Registry("dataset")

@@ -43,6 +43,8 @@ def parameter_names(scenario: Scenario) -> list[str]:
 def model_spec(scenario: Scenario, splits: DatasetSplits) -> ModelSpec:
     """The architecture for this scenario's model on this dataset."""
     mean, std = splits.channel_stats
+    if scenario.dataset.normalization == "pixel":
+        mean = splits.pixel_mean
     return ModelSpec(scenario.model.name, scenario.model.config, splits.image_shape,  # type: ignore[arg-type]
                      splits.num_classes, mean, std)
 
