@@ -47,10 +47,14 @@ CREATE TABLE IF NOT EXISTS attack_results (
     threat TEXT, defenses TEXT, epsilon REAL, model_epsilon REAL, extras TEXT, image TEXT);
 """
 
-_ADDED_COLUMNS = {"attack_results": {"label_count_accuracy": "REAL"}}
+_ADDED_COLUMNS = {
+    "runs": {"risk_index": "REAL", "audit": "TEXT"},
+    "attack_results": {"label_count_accuracy": "REAL", "random_query": "INTEGER", "ssim_success_rate": "REAL"},
+    "updates": {"random_query": "INTEGER"},
+}
 """Columns newer than the first schema, added to every database (new or written before them) when opened."""
 
-_METRICS = ("mse", "psnr", "ssim", "label_accuracy", "label_count_accuracy", "success_rate")
+_METRICS = ("mse", "psnr", "ssim", "label_accuracy", "label_count_accuracy", "success_rate", "ssim_success_rate")
 
 
 class ResultStore:
@@ -86,8 +90,13 @@ class ResultStore:
 
     def start_run(self, run_id: str, name: str, scenario_toml: str) -> None:
         (self.directory / "scenario.toml").write_text(scenario_toml)
-        self._write("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, NULL, 'running', ?)",
-                    (run_id, name, time.time(), scenario_toml))
+        self._insert("runs", {"run_id": run_id, "name": name, "started": time.time(), "status": "running",
+                              "scenario": scenario_toml})
+
+    def record_audit(self, run_id: str, risk_index: float | None, audit: dict[str, Any]) -> None:
+        """The model's leakage audit as JSON, and its risk index (``None``: the model is not auditable)."""
+        self._write("UPDATE runs SET risk_index = ?, audit = ? WHERE run_id = ?",
+                    (risk_index, json.dumps(audit), run_id))
 
     def finish_run(self, run_id: str, status: str = "finished") -> None:
         self._write("UPDATE runs SET finished = ?, status = ? WHERE run_id = ?", (time.time(), status, run_id))
@@ -99,14 +108,14 @@ class ResultStore:
                     (run_id, server_round, accuracy, loss, time.time(), epsilon.update, epsilon.model))
 
     def record_update(self, update: ClientUpdate, epsilon: Epsilon = NO_EPSILON) -> None:
-        meta = update.metadata
         aggregate_of = json.dumps(list(update.aggregate_of)) if update.aggregate_of else None
-        self._write(
-            "INSERT INTO updates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (update.run_id, update.server_round, str(update.node_id), update.partition_id, meta.algorithm,
-             meta.lr, meta.local_steps, meta.batch_size, meta.num_examples, update.norm(), aggregate_of,
-             epsilon.update, epsilon.model),
-        )
+        row = {
+            "run_id": update.run_id, "round": update.server_round, "node_id": str(update.node_id),
+            "partition_id": update.partition_id, **asdict(update.metadata), "update_norm": update.norm(),
+            "aggregate_of": aggregate_of, "epsilon": epsilon.update, "model_epsilon": epsilon.model,
+            "random_query": update.random_query,
+        }
+        self._insert("updates", row)
 
     def record_attack(self, result: AttackResult, image: str | None = None) -> None:
         row = asdict(result)
@@ -116,8 +125,12 @@ class ResultStore:
         row["image"] = image
         row["round"] = row.pop("server_round")
         row["node_id"] = str(row["node_id"])  # Flower node ids are 64-bit unsigned
+        self._insert("attack_results", row)
+
+    def _insert(self, table: str, row: dict[str, Any]) -> None:
+        """Insert by column name (tables gain columns over time, so never by position)."""
         columns = ", ".join(row)
-        self._write(f"INSERT INTO attack_results ({columns}) VALUES ({', '.join(':' + c for c in row)})", row)
+        self._write(f"INSERT INTO {table} ({columns}) VALUES ({', '.join(':' + c for c in row)})", row)
 
     def save_grid(self, name: str, truth: torch.Tensor, recon: torch.Tensor) -> str:
         """Save ground truth (top row) above the matched reconstructions; returns the relative path."""

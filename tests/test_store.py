@@ -1,5 +1,6 @@
 import sqlite3
 
+import pytest
 import torch
 
 from fedleak.evaluation import AttackResult
@@ -28,14 +29,17 @@ def test_store_round_trip(tmp_path):
     assert (tmp_path / "scenario.toml").read_text() == 'name = "tiny"\n'
     assert again.query("SELECT test_accuracy FROM rounds")[0]["test_accuracy"] == 0.5
     row = again.query("SELECT * FROM updates")[0]
-    assert int(row["node_id"]) == 2**63 + 5 and row["update_norm"] == 2**0.5
+    assert int(row["node_id"]) == 2**63 + 5 and row["update_norm"] == pytest.approx(2**0.5, rel=1e-12)
     ok, failed = again.query("SELECT * FROM attack_results ORDER BY id")
     assert ok["psnr"] == 40.0 and ok["defenses"] == '[{"name": "x"}]' and (tmp_path / ok["image"]).is_file()
     assert failed["status"] == "failed" and failed["error"] == "boom"
 
 
-def test_a_database_from_before_label_counts_gains_the_column_and_keeps_its_rows(tmp_path):
+def test_a_database_from_before_label_counts_gains_the_columns_and_keeps_its_rows(tmp_path):
     old = sqlite3.connect(tmp_path / "results.sqlite")
+    old.execute("CREATE TABLE updates (run_id TEXT, round INTEGER, node_id TEXT, partition_id INTEGER, "
+                "algorithm TEXT, lr REAL, local_steps INTEGER, batch_size INTEGER, num_examples INTEGER, "
+                "update_norm REAL, aggregate_of TEXT, epsilon REAL, model_epsilon REAL)")
     old.execute("CREATE TABLE attack_results (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, round INTEGER, "
                 "node_id TEXT, partition_id INTEGER, attack TEXT, status TEXT, error TEXT, seconds REAL, mse REAL, "
                 "psnr REAL, ssim REAL, label_accuracy REAL, success_rate REAL, num_reconstructed INTEGER, "
@@ -49,3 +53,7 @@ def test_a_database_from_before_label_counts_gains_the_column_and_keeps_its_rows
     rows = store.query("SELECT run_id, psnr, label_count_accuracy FROM attack_results ORDER BY id")
     assert rows == [{"run_id": "old", "psnr": 12.5, "label_count_accuracy": None},
                     {"run_id": "new", "psnr": None, "label_count_accuracy": 0.5}]
+    weights = {"w": torch.zeros(1)}
+    store.record_update(ClientUpdate("new", 1, 1, 0, weights, weights, UpdateMetadata("fedsgd", 0.1, 1, 1, 1),
+                                     random_query=True))
+    assert store.query("SELECT run_id, random_query FROM updates") == [{"run_id": "new", "random_query": 1}]

@@ -19,6 +19,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
 from fedleak.adversary import Adversary
+from fedleak.audit import stored_audit
 from fedleak.data import ImageDataset, build_plan, load_dataset
 from fedleak.evaluation import Evaluator
 from fedleak.federation import legacy, records
@@ -73,6 +74,8 @@ class ServerRun:
         spec = records.model_spec(scenario, splits)
         store, run_id = ResultStore(run_dir), run_dir.name
         store.start_run(run_id, scenario.name, scenario.to_toml())
+        # The architecture's risk at the initial weights: data-free, and cheap next to a round.
+        store.record_audit(run_id, *stored_audit(spec.build(seed=scenario.seed), probe_seed=scenario.seed))
         runner = RUNNERS[scenario.runner.name]()
         adversary = Adversary(scenario, spec, Evaluator(splits.train, plan, scenario.training), store, runner,
                               progress)
