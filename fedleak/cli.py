@@ -26,6 +26,8 @@ def run(
     set_: Annotated[list[str], typer.Option("--set", help="Override a key: --set training.lr=0.5")] = [],  # noqa: B006
     out: Annotated[Path, typer.Option(help="Parent folder of the run directory.")] = Path("runs"),
     verbose: Annotated[bool, typer.Option(help="Show Flower's and Ray's logs.")] = False,
+    wait: Annotated[bool | None, typer.Option(
+        help="At the end, finish every attack (--wait) or cancel the rest (--no-wait); default: runner.wait.")] = None,
 ) -> None:
     """Run a scenario as a Flower simulation; store everything in a new run directory."""
     from fedleak.data import load_dataset
@@ -33,12 +35,18 @@ def run(
     from fedleak.progress import ConsoleProgress
     from fedleak.scenario import load_scenario
 
-    resolved = load_scenario(scenario, set_)
+    resolved = load_scenario(scenario, [*set_, *([f"runner.wait={str(wait).lower()}"] if wait is not None else [])])
     load_dataset(resolved.dataset)  # fail fast (exit 2) on a missing data root, before Ray starts
     run_dir = new_run_dir(out, resolved)
     console.print(f"fedleak: running [bold]{resolved.name}[/] → {run_dir}")
     simulate(resolved, run_dir, ConsoleProgress(), verbose=verbose)
     results(run_dir)
+
+
+_ATTACK_COUNTS = """
+SELECT SUM(status = 'ok') AS ok, SUM(status = 'failed' AND error NOT LIKE 'cancelled:%') AS failed,
+       SUM(status = 'failed' AND error LIKE 'cancelled:%') AS cancelled
+FROM attack_results WHERE run_id = ?"""
 
 
 @app.command()
@@ -51,6 +59,9 @@ def results(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -
     for run_row in store.query("SELECT run_id, status, risk_index FROM runs"):
         console.print(round_table(store, run_row["run_id"]))
         risk = "not auditable" if run_row["risk_index"] is None else f"{run_row['risk_index']:.3f}"
+        attacks = store.query(_ATTACK_COUNTS, run_row["run_id"])[0]
+        console.print(f"attacks: {attacks['ok'] or 0} finished, {attacks['failed'] or 0} failed, "
+                      f"{attacks['cancelled'] or 0} cancelled at the end of the run")
         console.print(f"status: {run_row['status']} · model risk index: {risk} (fedleak audit; 0 = fully recoverable)"
                       f" · images: {run_dir / 'images'}")
     store.close()

@@ -110,4 +110,26 @@ class AccountingConfig(Strict):
 
 
 class RunnerConfig(Strict):
-    name: Literal["inline"] = "inline"
+    """Where attacks run (:mod:`fedleak.runner`); every key but ``name`` and ``wait`` is the Ray pool's."""
+
+    name: Literal["inline", "ray"] = "inline"
+    """``inline``: each attack runs at once in the server process; ``ray``: on a pool of worker actors."""
+    wait: bool = True
+    """At the end of the run, finish every submitted attack (drain), or cancel what is left."""
+    workers: int = Field(2, ge=1)
+    """Worker actors; each runs one attack at a time."""
+    num_cpus: float = Field(0.0, ge=0)
+    """CPUs each worker reserves. 0 by default: in a simulation Flower's client actors reserve
+    every CPU, and a worker waiting for one would never start."""
+    num_gpus: float | None = Field(None, ge=0)
+    """GPUs each worker reserves; ``None``: the cluster's GPUs split over the workers (at most
+    one each), 0 without a GPU (the attacks then run on CPU)."""
+    address: str | None = None
+    """An existing Ray cluster (a deployment); ``None``: the simulation's Ray, or a new local one."""
+    max_pending: int = Field(64, ge=1)
+    """Attacks waiting for a worker; beyond this the ``backpressure`` policy applies."""
+    backpressure: Literal["block", "reject"] = "block"
+    """``block``: the round waits for room in the queue; ``reject``: the attack is stored as failed."""
+    grace_s: float = Field(30.0, gt=0)
+    """A worker still busy this long after its attack's ``time_budget_s`` is killed and replaced,
+    and the attack stored as failed (attacks without a budget are never killed)."""

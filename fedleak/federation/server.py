@@ -76,7 +76,7 @@ class ServerRun:
         store.start_run(run_id, scenario.name, scenario.to_toml())
         # The architecture's risk at the initial weights: data-free, and cheap next to a round.
         store.record_audit(run_id, *stored_audit(spec.build(seed=scenario.seed), probe_seed=scenario.seed))
-        runner = RUNNERS[scenario.runner.name]()
+        runner = RUNNERS[scenario.runner.name](scenario.runner)
         adversary = Adversary(scenario, spec, Evaluator(splits.train, plan, scenario.training), store, runner,
                               progress)
         test = splits.test.subset(slice(scenario.federation.test_samples))
@@ -119,9 +119,11 @@ def run_server(grid: Grid, context: Context, scenario: Scenario, run_dir: Path, 
     status = "failed"
     try:
         drive(grid, context, run)
-        run.runner.close(wait=True)
+        run.runner.close(wait=scenario.runner.wait)
         status = "finished"
     finally:
+        if status == "failed":
+            run.runner.close(wait=False)  # record what was still queued or running as cancelled
         run.store.finish_run(run.run_id, status)
         run.store.close()
 

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fedleak.attacks import ATTACKS, AttackConfig, AttackNotApplicable, Budget, Reconstruction
+from fedleak.attacks import ATTACKS, Attack, AttackConfig, AttackNotApplicable, Budget, Reconstruction
 from fedleak.models import ModelSpec
 from fedleak.updates import ClientUpdate
 
@@ -39,11 +39,16 @@ class AttackOutcome:
 OutcomeCallback = Callable[[AttackOutcome], None]
 
 
-def execute(job: AttackJob) -> AttackOutcome:
-    """Run one job to an outcome; any failure becomes ``error`` (one line)."""
+def execute(job: AttackJob, attack_class: type[Attack] | None = None) -> AttackOutcome:
+    """Run one job to an outcome; any failure becomes ``error`` (one line).
+
+    ``attack_class`` defaults to the registry's entry for ``job.attack``; a worker process
+    is handed the class looked up where the job was submitted, so attacks registered
+    there at run time (a plugin, a test) run on workers too.
+    """
     started = time.perf_counter()
     try:
-        attack = ATTACKS.get(job.attack)(job.config)
+        attack = (attack_class or ATTACKS.get(job.attack))(job.config)
         model = job.model.with_weights(job.update.global_weights)
         reconstruction = attack.run(job.update, model, Budget(job.config.time_budget_s))
         return AttackOutcome(job, reconstruction, None, time.perf_counter() - started)

@@ -1,0 +1,124 @@
+"""The Ray worker pool (on CPU): same results as inline, failures isolated, queue and drain policies."""
+
+import os
+import sys
+import threading
+import time
+
+import pytest
+import ray
+from ray import cloudpickle
+
+from fedleak.adversary import Adversary
+from fedleak.attacks import ATTACKS, Attack
+from fedleak.config import RunnerConfig
+from fedleak.data import build_plan, load_dataset
+from fedleak.evaluation import Evaluator
+from fedleak.federation import new_run_dir, simulate
+from fedleak.runner import InlineRunner
+from fedleak.runner.ray_pool import RayRunner
+from fedleak.store import ResultStore
+
+from conftest import fedsgd_update, tiny_scenario
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+
+
+@ATTACKS.register("test-sleep")
+class _Sleep(Attack):
+    """Ignores its time budget: sleeps ``seed`` seconds (the only numeric key every attack has)."""
+
+    def run(self, update, model, budget):
+        time.sleep(self.config.seed)
+        raise RuntimeError("woke up")
+
+
+@ATTACKS.register("test-exit")
+class _Exit(Attack):
+    """Kills its own worker process, as a segfault or the OOM killer would."""
+
+    def run(self, update, model, budget):
+        os._exit(1)
+
+
+def test_a_simulation_dispatches_to_the_pool_on_flowers_ray(tmp_path):
+    assert not ray.is_initialized()  # first in this file: the pool must join the Ray that Flower starts
+    scenario = tiny_scenario(partition={"num_clients": 2}, federation={"rounds": 1, "test_samples": 50},
+                             runner={"name": "ray"}, attacks=[{"name": "idlg", "iterations": 30}])
+    run_dir = simulate(scenario, new_run_dir(tmp_path, scenario))
+    store = ResultStore.open_existing(run_dir)
+    assert store.query("SELECT status FROM runs")[0]["status"] == "finished"
+    rows = store.query("SELECT status, psnr FROM attack_results")
+    assert len(rows) == 2 and all(r["status"] == "ok" and r["psnr"] > 30 for r in rows)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _adversary(tmp_path, runner, attacks):
+    scenario = tiny_scenario(attacks=attacks, capture={"clients": [0, 1]})
+    splits = load_dataset(scenario.dataset)
+    evaluator = Evaluator(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)
+    store = ResultStore(tmp_path)
+    return Adversary(scenario, fedsgd_update(scenario)[1], evaluator, store, runner), scenario, store
+
+
+def _attack_all(tmp_path, runner, attacks, wait=True):
+    adversary, scenario, store = _adversary(tmp_path, runner, attacks)
+    for partition in (0, 1):
+        adversary.observe(fedsgd_update(scenario, partition_id=partition)[0])
+    runner.close(wait=wait)
+    return {(r["partition_id"], r["attack"]): r for r in store.query("SELECT * FROM attack_results")}
+
+
+def test_the_pool_gives_the_inline_scores_and_isolates_crashes_timeouts_and_dead_workers(tmp_path, local_ray):
+    scored = [{"name": "idlg", "iterations": 30}, {"name": "analytic"}]
+    inline = _attack_all(tmp_path / "inline", InlineRunner(), scored)
+    config = RunnerConfig(name="ray", workers=2, grace_s=0.5)
+    failing = [{"name": "test-exit"}, {"name": "test-sleep", "seed": 60, "time_budget_s": 0.1}]
+    pooled = _attack_all(tmp_path / "ray", RayRunner(config), [*failing, *scored])
+
+    for key, row in inline.items():
+        assert pooled[key]["status"] == row["status"]
+        for metric in ("psnr", "ssim", "label_accuracy"):
+            assert pooled[key][metric] == pytest.approx(row[metric], rel=1e-4, abs=1e-6)
+    assert inline[(0, "idlg")]["psnr"] > 30
+    for partition in (0, 1):
+        assert pooled[(partition, "test-exit")]["error"].startswith("worker died")
+        assert pooled[(partition, "test-sleep")]["error"].startswith("timed out")
+        assert pooled[(partition, "test-sleep")]["seconds"] < 10  # killed, not slept through
+    assert len(pooled) == 8
+
+
+def test_submit_returns_at_once_and_a_full_queue_applies_its_policy(tmp_path, local_ray):
+    runner = RayRunner(RunnerConfig(name="ray", workers=1, max_pending=1, backpressure="reject"))
+    adversary, scenario, store = _adversary(tmp_path, runner, [{"name": "test-sleep", "seed": 1}])
+    update = fedsgd_update(scenario)[0]
+    started = time.perf_counter()
+    for _ in range(4):
+        adversary.observe(update)
+    assert time.perf_counter() - started < 1.0  # no submission waited for a 1 s attack
+    runner.close(wait=True)
+    errors = [r["error"] for r in store.query("SELECT error FROM attack_results")]
+    assert len(errors) == 4 and sum(e.startswith("rejected") for e in errors) >= 2
+    assert all(e.startswith("RuntimeError: woke up") for e in errors if not e.startswith("rejected"))
+
+
+def test_blocking_backpressure_waits_and_no_wait_cancels_what_is_left(tmp_path, local_ray):
+    runner = RayRunner(RunnerConfig(name="ray", workers=1, max_pending=1, backpressure="block"))
+    adversary, scenario, store = _adversary(tmp_path, runner, [{"name": "test-sleep", "seed": 30}])
+    update = fedsgd_update(scenario)[0]
+    adversary.observe(update)  # runs
+    adversary.observe(update)  # queued
+    third = threading.Thread(target=adversary.observe, args=(update,))
+    third.start()
+    time.sleep(0.5)
+    assert third.is_alive()  # blocked: the queue is full
+    runner.close(wait=False)
+    third.join(timeout=10)
+    errors = [r["error"] for r in store.query("SELECT error FROM attack_results")]
+    assert len(errors) >= 2 and all(e.startswith("cancelled") for e in errors)
