@@ -122,3 +122,19 @@ def test_blocking_backpressure_waits_and_no_wait_cancels_what_is_left(tmp_path, 
     third.join(timeout=10)
     errors = [r["error"] for r in store.query("SELECT error FROM attack_results")]
     assert len(errors) >= 2 and all(e.startswith("cancelled") for e in errors)
+
+
+def test_a_dispatcher_that_fails_reports_its_jobs_instead_of_hanging(tmp_path, local_ray, monkeypatch):
+    def lost(*args, **kwargs):
+        raise ConnectionError("lost the Ray cluster")
+
+    runner = RayRunner(RunnerConfig(name="ray", workers=1))
+    adversary, scenario, store = _adversary(tmp_path, runner, [{"name": "test-sleep", "seed": 30}])
+    update = fedsgd_update(scenario)[0]
+    monkeypatch.setattr(ray, "wait", lost)
+    adversary.observe(update)
+    adversary.observe(update)
+    runner.close(wait=True)  # returns: the dispatcher reports what it could not finish
+    adversary.observe(update)  # and what comes later is refused with the same reason
+    errors = [r["error"] for r in store.query("SELECT error FROM attack_results")]
+    assert errors == ["runner failed: ConnectionError: lost the Ray cluster"] * 3

@@ -69,7 +69,8 @@ class RayRunner(AttackRunner):
         """Outcomes taken off ``_running`` whose callback has not returned yet (close waits for them)."""
         self._changed = threading.Condition()
         self._stopping = False
-        """close() has begun: new submissions are cancelled."""
+        """close() has begun (or the dispatcher failed): new submissions are refused with ``_stop_reason``."""
+        self._stop_reason = _CANCELLED
         self._closing = False
         """Everything is reported: the dispatcher exits."""
         self._dispatcher: threading.Thread | None = None
@@ -98,7 +99,7 @@ class RayRunner(AttackRunner):
             else:
                 self._changed.wait_for(lambda: self._stopping or len(self._queue) < self.config.max_pending)
                 if self._stopping:
-                    refusal = _CANCELLED
+                    refusal = self._stop_reason
                 else:
                     self._queue.append(_Queued(job, attack_class, on_done))
                     self._changed.notify_all()
@@ -131,18 +132,34 @@ class RayRunner(AttackRunner):
         return AttackWorker.options(**self._options).remote()
 
     def _dispatch(self) -> None:
-        while True:
-            with self._changed:
-                if self._closing:
-                    return
-                self._start_queued()
-                refs = list(self._running)
-            if not refs:
-                time.sleep(_POLL_S)
-                continue
-            for ref in ray.wait(refs, num_returns=len(refs), timeout=_POLL_S)[0]:
-                self._finish(ref)
-            self._expire()
+        try:
+            while not self._closing:
+                self._step()
+        except Exception as error:  # noqa: BLE001 - e.g. Ray shut down under us: fail the jobs, never hang
+            _log.exception("the attack dispatcher stopped")
+            self._abandon(f"runner failed: {type(error).__name__}: {_first_line(error)}")
+
+    def _step(self) -> None:
+        with self._changed:
+            self._start_queued()
+            refs = list(self._running)
+        if not refs:
+            time.sleep(_POLL_S)
+            return
+        for ref in ray.wait(refs, num_returns=len(refs), timeout=_POLL_S)[0]:
+            self._finish(ref)
+        self._expire()
+
+    def _abandon(self, reason: str) -> None:
+        """Report every queued and running job failed with ``reason``; later submissions too."""
+        with self._changed:
+            self._stopping, self._stop_reason = True, reason
+            left = [*((q.job, q.on_done) for q in self._queue), *((r.job, r.on_done) for r in self._running.values())]
+            self._queue.clear()
+            self._running.clear()
+            self._changed.notify_all()
+        for job, on_done in left:
+            on_done(AttackOutcome(job, None, reason, 0.0))
 
     def _start_queued(self) -> None:
         while self._queue and self._idle:
