@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ from fedleak.metrics import SUCCESS_MSE, score
 from fedleak.models import ModelSpec
 from fedleak.training import offline_update
 
-from mnist_setup import lenet_on_mnist, mnist_parser
+from mnist_setup import lenet_on_mnist, machine, mnist_parser
 
 BATCH_SIZES = (1, 4, 8, 16, 32, 64)
 ATTACK_NAMES = ("dlg", "idlg", "inverting", "grnn")
@@ -130,8 +129,7 @@ def main() -> None:
 
     splits, spec = lenet_on_mnist(args.data_root, args.init)
     pool = splits.train
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads", flush=True)
+    print(machine(), flush=True)
     runs: list[dict[str, Any]] = []
     options = dict(option.split("=", 1) for option in args.options)
 

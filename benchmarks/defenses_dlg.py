@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,13 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from fedleak.federation import new_run_dir, simulate
 from fedleak.scenario import Scenario, parse_scenario
 from fedleak.store import ResultStore
 
-from mnist_setup import mnist_parser
+from mnist_setup import machine, mnist_parser
 
 Defenses = Callable[[float], list[dict[str, Any]]]
 """The defense list, given the factor that turns gradient noise std into update noise std."""
@@ -147,8 +144,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     args.data_root = args.data_root.resolve()
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; {args.clients} images per configuration, {args.iterations} iterations")
+    print(f"{machine()}; {args.clients} images per configuration, {args.iterations} iterations")
     print("| defense | DLG success · PSNR | iDLG success · PSNR | DLG on SecAgg+ aggregate | test accuracy |")
     print("| --- | --- | --- | --- | --- |")
     results = []

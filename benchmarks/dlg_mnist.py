@@ -10,7 +10,6 @@ Success = MSE < 1e-3 after one-to-one matching. Measured, not asserted.
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from fedleak.metrics import SUCCESS_MSE, score
 from fedleak.models import ModelSpec
 from fedleak.training import offline_update
 
-from mnist_setup import lenet_on_mnist, mnist_parser
+from mnist_setup import lenet_on_mnist, machine, mnist_parser
 
 
 def attack_once(spec: ModelSpec, images_index: list[int], pool, seed: int, iterations: int) -> dict:
@@ -57,8 +56,7 @@ def main() -> None:
         attack_once(spec, list(range(100 + size * b, 100 + size * (b + 1))), pool, b, args.iterations)
         for b in range(args.batches)
     ]
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(machine())
     for name, results in runs.items():
         for r in results:
             print(f"{name}: MSE {r['mse']:.2e}  PSNR {r['psnr']:6.2f}  recovered {r['recovered']}/{r['batch']}  "

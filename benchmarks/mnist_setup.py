@@ -1,15 +1,19 @@
-"""What the MNIST benchmarks share: where the data lies, and DLG's LeNet on it."""
+"""What the MNIST benchmarks share: where the data lies, models on it, the machine line."""
 
 from __future__ import annotations
 
 import argparse
+import platform
 from pathlib import Path
 from typing import Literal
+
+import torch
 
 from fedleak.config import DatasetConfig
 from fedleak.data import load_dataset
 from fedleak.data.datasets import DatasetSplits
 from fedleak.models import ModelSpec
+from fedleak.models.base import ModelConfig
 from fedleak.models.lenet import LeNetConfig
 
 MNIST_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
@@ -23,9 +27,22 @@ def mnist_parser(doc: str) -> argparse.ArgumentParser:
     return parser
 
 
+def machine() -> str:
+    """The line each benchmark prints first: CPU, torch build, threads."""
+    return (f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")
+
+
+def load_mnist(data_root: Path) -> DatasetSplits:
+    return load_dataset(DatasetConfig(name="mnist", data_root=data_root.resolve()))
+
+
+def mnist_spec(splits: DatasetSplits, name: str, config: ModelConfig) -> ModelSpec:
+    """Model ``name`` on MNIST, normalised per channel (fedleak's default)."""
+    return ModelSpec(name, config, splits.image_shape, splits.num_classes, *splits.channel_stats)
+
+
 def lenet_on_mnist(data_root: Path, init: Literal["uniform", "default"]) -> tuple[DatasetSplits, ModelSpec]:
     """MNIST and DLG's sigmoid LeNet, its weights ~ U(−0.5, 0.5) (``uniform``) or PyTorch's default."""
-    splits = load_dataset(DatasetConfig(name="mnist", data_root=data_root.resolve()))
-    spec = ModelSpec("lenet", LeNetConfig(init=init, init_bound=0.5), splits.image_shape,
-                     splits.num_classes, *splits.channel_stats)
-    return splits, spec
+    splits = load_mnist(data_root)
+    return splits, mnist_spec(splits, "lenet", LeNetConfig(init=init, init_bound=0.5))

@@ -34,14 +34,13 @@ import torch.nn.functional as F
 
 from fedleak.attacks import ATTACKS, Budget
 from fedleak.attacks.kkt import exact_recoveries, nearest_reconstruction_ssim
-from fedleak.config import DatasetConfig
-from fedleak.data import ImageDataset, load_dataset
+from fedleak.data import ImageDataset
 from fedleak.metrics import score
 from fedleak.models import ImageClassifier
 from fedleak.models.mlp import MLP, MLPConfig
 from fedleak.updates import ClientUpdate, UpdateMetadata
 
-from mnist_setup import MNIST_ROOT
+from mnist_setup import MNIST_ROOT, load_mnist
 
 
 def odd_even(pool: ImageDataset, n: int) -> torch.Tensor:
@@ -88,7 +87,7 @@ def train_to_zero_loss(model: ImageClassifier, images: torch.Tensor, parity: tor
 
 def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    pool = load_dataset(DatasetConfig(name="mnist", data_root=args.data_root.resolve())).train
+    pool = load_mnist(args.data_root).train
     index = odd_even(pool, args.n)
     images, parity = pool.images[index], pool.labels[index] % 2
     model = haim_mlp(images, args.widths, args.init, args.seed)

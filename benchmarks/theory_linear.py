@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -36,14 +35,12 @@ import torch
 
 from fedleak.attacks import ATTACKS, Budget
 from fedleak.audit import audit_model
-from fedleak.config import DatasetConfig
-from fedleak.data import load_dataset
 from fedleak.data.datasets import DatasetSplits
 from fedleak.metrics import score
 from fedleak.models import MODELS, ModelSpec
 from fedleak.training import offline_update
 
-from mnist_setup import MNIST_ROOT
+from mnist_setup import MNIST_ROOT, load_mnist, machine, mnist_spec
 
 MODEL_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "cnn6": ("rgap_cnn", {}),
@@ -63,11 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    splits = load_dataset(DatasetConfig(name="mnist", data_root=args.data_root.resolve()))
+    splits = load_mnist(args.data_root)
     images = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))[: args.images].tolist()
     corrected = {key: json.loads(value) for key, value in (option.split("=", 1) for option in args.options)}
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads", flush=True)
+    print(machine(), flush=True)
     rows = []
     for variant in args.models.split(","):
         spec = _spec(variant, splits)
@@ -85,8 +81,7 @@ def run(args: argparse.Namespace) -> None:
 
 def _spec(variant: str, splits: DatasetSplits) -> ModelSpec:
     name, options = MODEL_VARIANTS[variant]
-    return ModelSpec(name, MODELS.get(name).Config(**options), splits.image_shape, splits.num_classes,
-                     *splits.channel_stats)
+    return mnist_spec(splits, name, MODELS.get(name).Config(**options))
 
 
 def attack_once(spec: ModelSpec, splits: DatasetSplits, index: int, seed: int, config: dict[str, Any],

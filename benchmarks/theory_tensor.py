@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -31,15 +30,15 @@ import torch
 
 from fedleak.attacks import ATTACKS, Budget
 from fedleak.attacks.tensor import TensorConfig
-from fedleak.config import DatasetConfig, RandomQueryConfig
-from fedleak.data import ImageDataset, load_dataset
+from fedleak.config import RandomQueryConfig
+from fedleak.data import ImageDataset
 from fedleak.malicious import random_query_weights
 from fedleak.metrics import SUCCESS_MSE, score
 from fedleak.models import ModelSpec
 from fedleak.models.mlp import MLPConfig
 from fedleak.training import offline_update
 
-MNIST_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
+from mnist_setup import MNIST_ROOT, load_mnist, machine, mnist_spec
 
 
 def attack_once(spec: ModelSpec, pool: ImageDataset, index: torch.Tensor, lr: float, seed: int,
@@ -78,14 +77,12 @@ def print_table(runs: list[dict[str, Any]]) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    splits = load_dataset(DatasetConfig(name="mnist", data_root=args.data_root.resolve()))
+    splits = load_mnist(args.data_root)
     pool = splits.train
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads", flush=True)
+    print(machine(), flush=True)
     runs = []
     for width in [int(w) for w in args.widths.split(",")]:
-        spec = ModelSpec("mlp", MLPConfig(widths=[width]), splits.image_shape, splits.num_classes,
-                         *splits.channel_stats)
+        spec = mnist_spec(splits, "mlp", MLPConfig(widths=[width]))
         for batch in [int(b) for b in args.batch_sizes.split(",")]:
             order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(batch))
             for trial in range(args.trials):

@@ -43,9 +43,9 @@ class Adversary:
         self._epsilon: dict[tuple[int, tuple[int, ...]], Epsilon] = {}
 
     def is_random_query(self, server_round: int) -> bool:
-        """Whether the server sends crafted random weights this round (a malicious-server flag)."""
-        threat = self.scenario.threat
-        return threat.server == "malicious" and server_round in threat.random_query.rounds
+        """Whether the server sends crafted random weights this round (the scenario allows
+        ``threat.random_query.rounds`` only for a malicious server)."""
+        return server_round in self.scenario.threat.random_query.rounds
 
     def weights_to_send(self, server_round: int, global_weights: Weights) -> Weights:
         """The global model, or in a random-query round fresh weights drawn for this round."""

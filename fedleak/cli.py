@@ -84,7 +84,7 @@ def audit(
     from fedleak.attacks.linear_systems import UnsupportedArchitecture
     from fedleak.audit import audit_model, audit_table
     from fedleak.models import MODELS, ModelSpec
-    from fedleak.scenario import apply_override
+    from fedleak.scenario import apply_override, first_error
 
     shape = _image_shape(input_shape)
     if num_classes < 2:
@@ -95,9 +95,7 @@ def audit(
     try:
         config = MODELS.get(model).Config.model_validate(table)
     except ValidationError as error:
-        first = error.errors()[0]
-        key = ".".join(str(part) for part in first["loc"])
-        raise FedleakError(f"--set {key}: {first['msg']}".replace("--set : ", "--set: ")) from None
+        raise FedleakError(f"--set {first_error(error)}") from None
     spec = ModelSpec(model, config, shape, num_classes, (0.5,) * shape[0], (0.5,) * shape[0])
     try:
         result = audit_model(spec.build(seed=seed), probe_seed=seed)

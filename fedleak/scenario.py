@@ -71,7 +71,7 @@ def _component(registry: Registry[Any]) -> tuple[BeforeValidator, PlainSerialize
         try:
             config = registry.get(name).Config.model_validate(params)
         except ValidationError as error:
-            raise ValueError(_first_error(error)) from None
+            raise ValueError(first_error(error)) from None
         return Component(name=name, config=config)
 
     return BeforeValidator(validate), PlainSerializer(Component.as_table)
@@ -155,7 +155,7 @@ def parse_scenario(table: dict[str, Any], source: str = "scenario") -> Scenario:
         return Scenario.model_validate(table)
     except ValidationError as error:
         more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-        raise FedleakError(f"{source}: {_first_error(error)}{more}") from None
+        raise FedleakError(f"{source}: {first_error(error)}{more}") from None
 
 
 def apply_override(table: dict[str, Any], override: str) -> None:
@@ -193,7 +193,7 @@ def _index(node: list[Any], part: str, key: str) -> int:
 _KEYED_MESSAGE = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")
 
 
-def _first_error(error: ValidationError) -> str:
+def first_error(error: ValidationError) -> str:
     """One line for the first error: ``attacks[0].iterations: Input should be > 0``."""
     first = error.errors()[0]
     location = "".join(

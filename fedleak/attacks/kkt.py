@@ -84,7 +84,7 @@ class KKTConfig(AttackConfig):
     lambda_lr: float = Field(1e-4, gt=0)
     """Step size for the multipliers (SGD, momentum 0.9)."""
     init_scale: float = Field(0.035, ge=0)
-    """Candidates start at the channel mean plus N(0, init_scale²) noise, in pixel units."""
+    """Candidates start at the model's mean (per channel or per pixel) plus N(0, init_scale²) noise, in pixel units."""
     lambda_min: float = Field(0.447, ge=0)
     """Lower bound on each λ in the max-margin variant (the normalised margin constraint)."""
     relu_alpha: float = Field(150.0, gt=0)
