@@ -27,8 +27,10 @@ def random_query_weights(model_spec: ModelSpec, config: RandomQueryConfig, seed:
     * First weighted layer: weights ~ N(0, 1/fan_in): isotropic Gaussian, what Stein's lemma
       behind the Hermite moments assumes; the attack divides the empirical scale out, so the
       scale is free, and 1/fan_in (rather than 1) keeps pre-activations O(1) for normalised
-      inputs and the float32 rounding of Δ = w_returned − w_sent small *relative to* Δ (with
-      N(0, 1) weights it was ≈ 3% of Δ on the digits, enough to blur the span at B = 16).
+      inputs and the float32 rounding of Δ = w_returned − w_sent small *relative to* Δ
+      (digits, width 2000, B = 16, lr 0.1: 0.02% of ‖Δ‖, against 0.17% with N(0, 1)).
+      Which scale recovers more is not settled: N(0, 1) did better on that digits case
+      and at MNIST B = 32, worse at MNIST B = 16 (BENCHMARKS.md, ``tensor``).
       Bias ~ N(0, bias_scale²). The attack reads the bias as an extra input coordinate: it is
       the only thing that pins the *scale* of each input (ReLU is positively homogeneous),
       and a std of 1 matches the std of wᵀx for an input of norm √fan_in (unit variance per

@@ -25,7 +25,7 @@ recursion starts at the output layer and walks down to the image:
    default we correct only layers whose system is rank-deficient (``correct_full_rank``
    restores the paper's schedule): a full-rank layer's least-squares solution already
    meets its constraints to round-off, and on MNIST correcting it changed no image
-   while costing ~19× the time (2 images: 145 s instead of 7.7 s, identical PSNR).
+   while costing ~17× the time (2 images: 159 s instead of 9.6 s each, identical PSNR).
 
 Batch size 1 (FedSGD's gradient; a FedAvg update through its pseudo-gradient), label
 unknown. The time budget applies to the corrections; the closed-form recursion always
