@@ -59,28 +59,32 @@ class Adversary:
         return self.scenario.capture.selects(update.server_round, partition)
 
     def observe_round(self, updates: list[ClientUpdate], num_rounds: int) -> None:
-        """Observe one round's updates, reporting how many the capture policy selects."""
+        """Observe one round's updates, reporting how many the capture policy selects.
+
+        Their attacks are submitted together, so the runner can batch them."""
         if updates:
             attacked = sum(self.wants(update) for update in updates)
             self.progress.round_captured(updates[0].server_round, num_rounds, len(updates), attacked)
-        for update in updates:
-            self.observe(update)
+        self.runner.submit([job for update in updates for job in self.accept(update)], self.record_outcome)
 
     def observe(self, update: ClientUpdate) -> None:
-        """Account and record ``update``; if the capture policy selects it, submit every attack."""
+        """Observe one more update (e.g. an aggregate) and submit its attacks."""
+        self.runner.submit(self.accept(update), self.record_outcome)
+
+    def accept(self, update: ClientUpdate) -> list[AttackJob]:
+        """Account and record ``update``; every attack on it if the capture policy selects it."""
         if self.is_random_query(update.server_round):
             update = dataclasses.replace(update, random_query=True)
         epsilon = self._account(update)
         self._epsilon[(update.server_round, update.partitions)] = epsilon
         self.store.record_update(update, epsilon)
         if not self.wants(update):
-            return
+            return []
         if self.scenario.threat.known_labels:  # a capability flag: granted by the scenario
             truth = self.evaluator.ground_truth(update.partitions, update.server_round)
             update = dataclasses.replace(update, known_labels=truth.labels)
-        for attack in self.scenario.attacks:
-            job = AttackJob(update, attack.name, attack.config, self.model)  # type: ignore[arg-type]
-            self.runner.submit(job, self.record_outcome)
+        return [AttackJob(update, attack.name, attack.config, self.model)  # type: ignore[arg-type]
+                for attack in self.scenario.attacks]
 
     def _account(self, update: ClientUpdate) -> Epsilon:
         """A client's participation enters the ledger; an aggregate's ε is its worst contributor's."""

@@ -7,10 +7,11 @@ and adds the checks that need the component registries.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -110,12 +111,15 @@ class AccountingConfig(Strict):
 
 
 class RunnerConfig(Strict):
-    """Where attacks run (:mod:`fedleak.runner`); every key but ``name`` and ``wait`` is the Ray pool's."""
+    """Where attacks run (:mod:`fedleak.runner`); keys after ``max_batch`` are the Ray pool's."""
 
     name: Literal["inline", "ray"] = "inline"
     """``inline``: each attack runs at once in the server process; ``ray``: on a pool of worker actors."""
     wait: bool = True
     """At the end of the run, finish every submitted attack (drain), or cancel what is left."""
+    max_batch: int = Field(64, ge=1)
+    """At most this many attacks of one kind against one round's model (clients × their
+    restarts) run as one vectorised optimisation, where the attack supports it; 1: one by one."""
     workers: int = Field(2, ge=1)
     """Worker actors; each runs one attack at a time."""
     num_cpus: float = Field(0.0, ge=0)
@@ -125,7 +129,16 @@ class RunnerConfig(Strict):
     """GPUs each worker reserves; ``None``: the cluster's GPUs split over the workers (at most
     one each), 0 without a GPU (the attacks then run on CPU)."""
     address: str | None = None
-    """An existing Ray cluster (a deployment); ``None``: the simulation's Ray, or a new local one."""
+    """An existing Ray cluster (a deployment): ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``;
+    ``None``: the simulation's Ray, or a new local one. If it cannot be joined, the run goes
+    on and its attacks are stored failed with the reason."""
+    @field_validator("address")
+    @classmethod
+    def _cluster_address(cls, address: str | None) -> str | None:
+        if address is not None and not re.fullmatch(r"auto|(ray://)?[\w.\-\[\]:]+:\d{1,5}", address):
+            raise ValueError(f"expected 'auto', HOST:PORT or ray://HOST:PORT, got {address!r}")
+        return address
+
     max_pending: int = Field(64, ge=1)
     """Attacks waiting for a worker; beyond this the ``backpressure`` policy applies."""
     backpressure: Literal["block", "reject"] = "block"

@@ -43,11 +43,11 @@ def _few_threads():
 def captured(monkeypatch):
     """Every ClientUpdate the adversary observes, in order."""
     seen = []
-    observe = Adversary.observe
+    accept = Adversary.accept
 
     def recording(self, update):
         seen.append(update)
-        observe(self, update)
+        return accept(self, update)
 
-    monkeypatch.setattr(Adversary, "observe", recording)
+    monkeypatch.setattr(Adversary, "accept", recording)
     return seen

@@ -5,6 +5,7 @@ import torch
 
 from fedleak.attacks import ATTACKS, AttackNotApplicable, Budget
 from fedleak.attacks.labels import infer_label_counts
+from fedleak.attacks.stacked import StackedInversion
 from fedleak.data import build_plan, load_dataset
 from fedleak.evaluation import Evaluator
 from fedleak.federation.records import model_spec
@@ -74,7 +75,9 @@ def test_time_budget_stops_an_attack_and_says_how_far_it_got(name):
     recon = ATTACKS.get(name)(config).run(update, spec.with_weights(update.global_weights), Budget(seconds=0.5))
     extras = recon.extras
     assert extras["stopped_by_budget"] and 0 < extras["iterations"] < extras["iterations_planned"] == 100_000
-    assert extras["restarts"] == 1 < extras["restarts_planned"]
+    # Stacked attacks run their restarts side by side; GRNN runs them in turn, so the budget cut the later ones.
+    assert extras["restarts"] == (3 if issubclass(ATTACKS.get(name), StackedInversion) else 1)
+    assert extras["restarts_planned"] == 3
     assert recon.images.shape == (2, *spec.image_shape)
 
 

@@ -1,5 +1,6 @@
 """The Ray worker pool (on CPU): same results as inline, failures isolated, queue and drain policies."""
 
+import json
 import os
 import sys
 import threading
@@ -69,8 +70,7 @@ def _adversary(tmp_path, runner, attacks):
 
 def _attack_all(tmp_path, runner, attacks, wait=True):
     adversary, scenario, store = _adversary(tmp_path, runner, attacks)
-    for partition in (0, 1):
-        adversary.observe(fedsgd_update(scenario, partition_id=partition)[0])
+    adversary.observe_round([fedsgd_update(scenario, partition_id=partition)[0] for partition in (0, 1)], 1)
     runner.close(wait=wait)
     return {(r["partition_id"], r["attack"]): r for r in store.query("SELECT * FROM attack_results")}
 
@@ -87,6 +87,7 @@ def test_the_pool_gives_the_inline_scores_and_isolates_crashes_timeouts_and_dead
         for metric in ("psnr", "ssim", "label_accuracy"):
             assert pooled[key][metric] == pytest.approx(row[metric], rel=1e-4, abs=1e-6)
     assert inline[(0, "idlg")]["psnr"] > 30
+    assert json.loads(pooled[(0, "idlg")]["extras"])["stacked_problems"] == 2  # the round's two clients, batched
     for partition in (0, 1):
         assert pooled[(partition, "test-exit")]["error"].startswith("worker died")
         assert pooled[(partition, "test-sleep")]["error"].startswith("timed out")
@@ -138,3 +139,17 @@ def test_a_dispatcher_that_fails_reports_its_jobs_instead_of_hanging(tmp_path, l
     adversary.observe(update)  # and what comes later is refused with the same reason
     errors = [r["error"] for r in store.query("SELECT error FROM attack_results")]
     assert errors == ["runner failed: ConnectionError: lost the Ray cluster"] * 3
+
+
+def test_a_cluster_that_cannot_be_joined_fails_the_attacks_not_the_run(tmp_path, monkeypatch):
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("no GCS at 127.0.0.1:1")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", unreachable)
+    runner = RayRunner(RunnerConfig(name="ray", address="127.0.0.1:1"))
+    adversary, scenario, store = _adversary(tmp_path, runner, [{"name": "idlg"}])
+    adversary.observe(fedsgd_update(scenario)[0])  # returns: nothing raised into the round
+    runner.close(wait=True)
+    errors = [r["error"] for r in store.query("SELECT error FROM attack_results")]
+    assert errors == ["runner failed: could not start the Ray pool at 127.0.0.1:1: no GCS at 127.0.0.1:1"]

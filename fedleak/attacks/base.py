@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -95,6 +96,22 @@ class Attack(ABC):
         ``model`` holds the global weights the server sent. Raises
         :class:`AttackNotApplicable` when the model or update does not fit the attack.
         """
+
+    @classmethod
+    def batch_key(cls, update: ClientUpdate) -> Hashable | None:
+        """Updates with one equal, non-``None`` key may be attacked together by
+        :meth:`run_batch`; ``None`` (the default): this attack runs one update at a time."""
+        return None
+
+    def run_batch(
+        self, updates: Sequence[ClientUpdate], model: ImageClassifier, budget: Budget
+    ) -> list[Reconstruction]:
+        """Reconstruct every update of one batch key, each as :meth:`run` would.
+
+        The default runs them one by one; a vectorised attack overrides it. If it raises,
+        the caller re-runs the updates one by one, so each gets its own outcome.
+        """
+        return [self.run(update, model, budget) for update in updates]
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")

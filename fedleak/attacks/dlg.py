@@ -2,71 +2,74 @@
 
 Optimise a dummy batch x' and dummy soft labels y' so that the gradient they induce
 matches the observed one:  min_{x', y'} ‖∇θ L(F(x'; θ), softmax(y')) − ∇θ‖²  (eq. 4),
-with L-BFGS as in the paper. One "iteration" is one L-BFGS ``step`` (up to
-``max_eval_per_step`` closure evaluations), as in the reference code's loop.
+with L-BFGS as in the paper. One "iteration" is up to ``max_eval_per_step`` objective
+evaluations, as one ``LBFGS.step`` of the reference code's loop.
 
-We default to a strong-Wolfe line search, which the reference code does not use: with
-a fixed step of 1, L-BFGS stalled (distance ~1e-4, PSNR ~5 dB) on every iDLG case we
-tried on digits/LeNet, while with the line search the same cases converge
-(distance ~1e-12, PSNR > 80 dB) in a third of the time. ``line_search = "none"``
-restores the reference behaviour.
+Many attacks (clients × restarts) run as one vectorised L-BFGS
+(:mod:`fedleak.attacks.stacked`, :mod:`fedleak.attacks.lbfgs`), one problem's history and
+line search independent of the others'. The reference code takes fixed steps of 1
+(``line_search = "none"``); we default to a strong-Wolfe line search, which made
+L-BFGS converge where fixed steps stalled (see BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Literal
 
 import torch
 from pydantic import Field
 
 from fedleak.attacks.base import ATTACKS
-from fedleak.attacks.gradients import batch_gradient
+from fedleak.attacks.gradients import parameter_gradient
+from fedleak.attacks.lbfgs import LBFGSOptions, minimize
 from fedleak.attacks.objectives import squared_distance
-from fedleak.attacks.optimization import (
-    Attempt,
-    DummyBatch,
-    InversionProblem,
-    LabelSource,
-    OptimizationAttack,
-    OptimizationConfig,
-)
+from fedleak.attacks.optimization import LabelSource
+from fedleak.attacks.stacked import ProblemStack, Solution, StackedConfig, StackedInversion
 
 
-class DLGConfig(OptimizationConfig):
+class DLGConfig(StackedConfig):
     iterations: int = Field(300, ge=1)
     labels: LabelSource = "optimize"
     lr: float = Field(1.0, gt=0)
     max_eval_per_step: int = Field(20, ge=1)
     line_search: Literal["strong_wolfe", "none"] = "strong_wolfe"
+    history_size: int = Field(100, ge=1)
     tolerance: float = Field(1e-12, ge=0)
     """Stop once the gradient distance falls below this."""
 
 
 @ATTACKS.register("dlg")
-class DLG(OptimizationAttack):
+class DLG(StackedInversion):
     Config = DLGConfig
     config: DLGConfig
 
-    def attempt(self, problem: InversionProblem, generator: torch.Generator) -> Attempt:
-        dummy = DummyBatch(problem.size, problem.model, problem.labels, generator)
-        optimizer = torch.optim.LBFGS(
-            dummy.variables, lr=self.config.lr, max_iter=self.config.max_eval_per_step, history_size=100,
-            tolerance_grad=0.0, tolerance_change=0.0,
-            line_search_fn=None if self.config.line_search == "none" else self.config.line_search,
+    def objective(
+        self, stack: ProblemStack, images: torch.Tensor, labels: torch.Tensor, target: list[torch.Tensor]
+    ) -> torch.Tensor:
+        gradient = parameter_gradient(stack.model, stack.parameters, images, labels)
+        return squared_distance(list(gradient.values()), target)
+
+    def optimize(self, stack: ProblemStack, variables: list[torch.Tensor]) -> Solution:
+        shapes = [v.shape[1:] for v in variables]
+        sizes = [math.prod(shape) for shape in shapes]
+        value_and_grad = stack.value_and_grad(partial(self.objective, stack))
+
+        def evaluate(x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            parts = [part.view(len(x), *shape) for part, shape in zip(x.split(sizes, dim=1), shapes)]
+            value, gradient = value_and_grad(parts, rows)
+            return value, torch.cat([g.reshape(len(x), -1) for g in gradient], dim=1)
+
+        config = self.config
+        options = LBFGSOptions(
+            lr=config.lr, max_evaluations=config.iterations * config.max_eval_per_step,
+            history=config.history_size, tolerance=config.tolerance, line_search=config.line_search,
         )
-
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad()
-            gradient = batch_gradient(problem.model, dummy.images, dummy.targets(), create_graph=True)
-            distance = squared_distance(gradient, problem.target)
-            distance.backward()
-            return distance
-
-        loss, iterations = math.inf, 0
-        while iterations < self.config.iterations:
-            loss = float(optimizer.step(closure).detach())
-            iterations += 1
-            if not math.isfinite(loss) or loss < self.config.tolerance or problem.deadline.expired():
-                break
-        return dummy.result(loss, iterations)
+        start = torch.cat([v.detach().reshape(len(v), -1) for v in variables], dim=1)
+        result = minimize(evaluate, start, options, stack.deadline)
+        with torch.no_grad():
+            for variable, part in zip(variables, result.x.split(sizes, dim=1)):
+                variable.copy_(part.view_as(variable))
+        iterations = (result.evaluations + config.max_eval_per_step - 1) // config.max_eval_per_step
+        return Solution(result.losses, iterations)

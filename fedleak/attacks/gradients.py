@@ -15,6 +15,9 @@ from torch.func import functional_call
 from fedleak.models import ImageClassifier
 from fedleak.updates import ClientUpdate, Weights
 
+Parameters = dict[str, torch.Tensor]
+"""Named parameter tensors, in the model's parameter order."""
+
 
 def observed_gradient(update: ClientUpdate, model: ImageClassifier) -> list[torch.Tensor]:
     """The update's gradient, ordered like ``model.parameters()``."""
@@ -41,18 +44,32 @@ def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
-def batch_gradient(
-    model: ImageClassifier, images: torch.Tensor, targets: torch.Tensor, create_graph: bool = False
-) -> list[torch.Tensor]:
-    """∇θ of the batch-mean cross-entropy at the model's weights."""
-    loss = classification_loss(model(images), targets)
-    return list(torch.autograd.grad(loss, list(model.parameters()), create_graph=create_graph))
+def parameter_gradient(
+    model: ImageClassifier, parameters: Parameters, images: torch.Tensor, targets: torch.Tensor
+) -> Parameters:
+    """∇θ of the batch-mean cross-entropy at ``parameters`` (a subset of ``model``'s, by name).
+
+    Written with ``torch.func`` so it composes with ``grad`` and ``vmap`` (the stacked
+    attacks differentiate it per problem) and with ordinary autograd: the result is
+    differentiable with respect to ``images`` and ``targets``.
+    """
+
+    def loss(weights: Parameters) -> torch.Tensor:
+        return classification_loss(functional_call(model, weights, (images,)), targets)
+
+    return torch.func.grad(loss)(parameters)
+
+
+def batch_gradient(model: ImageClassifier, images: torch.Tensor, targets: torch.Tensor) -> list[torch.Tensor]:
+    """∇θ at the model's weights, ordered like ``model.parameters()``; differentiable."""
+    return list(parameter_gradient(model, dict(model.named_parameters()), images, targets).values())
 
 
 def simulated_update(
-    model: ImageClassifier, images: torch.Tensor, targets: torch.Tensor, lr: float, steps: int, batch_size: int,
+    model: ImageClassifier, parameters: Parameters, images: torch.Tensor, targets: torch.Tensor,
+    lr: float, steps: int, batch_size: int,
 ) -> list[torch.Tensor]:
-    """Δ after ``steps`` plain-SGD steps from the model's weights, kept differentiable.
+    """Δ after ``steps`` plain-SGD steps from ``parameters``, in their order; differentiable.
 
     Inverting Gradients' FedAvg setting (Geiping et al. 2020, §5 "federated
     averaging"): the local training the server configured is unrolled on the dummy
@@ -61,14 +78,10 @@ def simulated_update(
     nothing; later epochs reuse that order where the client drew a fresh permutation
     (the approximation of the reference implementation).
     """
-    names = [name for name, _ in model.named_parameters()]
-    start = [parameter for _, parameter in model.named_parameters()]
-    weights = list(start)
+    weights = dict(parameters)
     per_epoch = math.ceil(len(images) / batch_size)
     for step in range(steps):
         batch = slice((step % per_epoch) * batch_size, (step % per_epoch + 1) * batch_size)
-        logits = functional_call(model, dict(zip(names, weights)), (images[batch],))
-        loss = classification_loss(logits, targets[batch])
-        gradient = torch.autograd.grad(loss, weights, create_graph=True)
-        weights = [w - lr * g for w, g in zip(weights, gradient)]
-    return [w - s for w, s in zip(weights, start)]
+        gradient = parameter_gradient(model, weights, images[batch], targets[batch])
+        weights = {name: w - lr * gradient[name] for name, w in weights.items()}
+    return [weights[name] - start for name, start in parameters.items()]

@@ -103,7 +103,7 @@ class GRNN(OptimizationAttack):
     def _objective(
         self, model: ImageClassifier, target: list[torch.Tensor], images: torch.Tensor, targets: torch.Tensor
     ) -> torch.Tensor:
-        gradient = batch_gradient(model, images, targets, create_graph=True)
+        gradient = batch_gradient(model, images, targets)
         loss = squared_distance(gradient, target) + self.config.tv_weight * total_variation(images, power=2)
         if self.config.extra_distance == "wasserstein":
             loss = loss + wasserstein_distance(gradient, target)

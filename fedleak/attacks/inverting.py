@@ -18,7 +18,7 @@ cosine makes −lr·∇ and ∇ the same target.
 
 from __future__ import annotations
 
-import math
+from functools import partial
 from typing import Literal
 
 import torch
@@ -27,7 +27,7 @@ from pydantic import Field
 from fedleak.attacks.base import ATTACKS, Requirement
 from fedleak.attacks.gradients import observed_delta, simulated_update
 from fedleak.attacks.objectives import cosine_distance, total_variation
-from fedleak.attacks.optimization import Attempt, DummyBatch, InversionProblem, OptimizationAttack, OptimizationConfig
+from fedleak.attacks.stacked import ProblemStack, Solution, StackedConfig, StackedInversion
 from fedleak.models import ImageClassifier
 from fedleak.updates import ClientUpdate
 
@@ -35,7 +35,7 @@ MILESTONES = (3 / 8, 5 / 8, 7 / 8)
 """Fractions of the iterations where the step size drops tenfold (Geiping et al.'s schedule)."""
 
 
-class InvertingConfig(OptimizationConfig):
+class InvertingConfig(StackedConfig):
     iterations: int = Field(4800, ge=1)
     """4800 Adam steps: the paper's CIFAR-10 budget (24 000 on ImageNet)."""
     lr: float = Field(0.1, gt=0)
@@ -47,7 +47,7 @@ class InvertingConfig(OptimizationConfig):
 
 
 @ATTACKS.register("inverting")
-class InvertingGradients(OptimizationAttack):
+class InvertingGradients(StackedInversion):
     Config = InvertingConfig
     config: InvertingConfig
     requires = frozenset({Requirement.TRAINING})
@@ -55,33 +55,48 @@ class InvertingGradients(OptimizationAttack):
     def observed(self, update: ClientUpdate, model: ImageClassifier) -> list[torch.Tensor]:
         return observed_delta(update, model)
 
-    def _objective(self, problem: InversionProblem, dummy: DummyBatch) -> torch.Tensor:
-        training = problem.training
+    def objective(
+        self, stack: ProblemStack, images: torch.Tensor, labels: torch.Tensor, target: list[torch.Tensor]
+    ) -> torch.Tensor:
+        training = stack.training
         if self.config.fedavg == "unroll":
             lr, steps, batch_size = training.lr, training.local_steps, training.batch_size
         else:
-            lr, steps, batch_size = training.lr * training.local_steps, 1, problem.size
-        update = simulated_update(problem.model, dummy.images, dummy.targets(), lr, steps, batch_size)
-        return cosine_distance(update, problem.target) + self.config.tv_weight * total_variation(dummy.images)
+            lr, steps, batch_size = training.lr * training.local_steps, 1, stack.size
+        update = simulated_update(stack.model, stack.parameters, images, labels, lr, steps, batch_size)
+        return cosine_distance(update, target) + self.config.tv_weight * total_variation(images)
 
-    def attempt(self, problem: InversionProblem, generator: torch.Generator) -> Attempt:
-        dummy = DummyBatch(problem.size, problem.model, problem.labels, generator)
+    def optimize(self, stack: ProblemStack, variables: list[torch.Tensor]) -> Solution:
+        """Adam on the signed image gradient, clamped to [0, 1] after each step. Adam, the
+        sign and the clamp act elementwise, so each stacked problem moves as it would alone;
+        a problem whose objective turns non-finite is frozen where it was."""
         iterations = self.config.iterations
-        optimizer = torch.optim.Adam(dummy.variables, lr=self.config.lr)
+        optimizer = torch.optim.Adam(variables, lr=self.config.lr)
         schedule = torch.optim.lr_scheduler.MultiStepLR(
             optimizer, milestones=[int(iterations * f) for f in MILESTONES], gamma=0.1)
-        done = 0
-        while done < iterations and not problem.deadline.expired():
-            optimizer.zero_grad()
-            loss = self._objective(problem, dummy)
-            if not math.isfinite(loss.item()):
+        value_and_grad = stack.value_and_grad(partial(self.objective, stack))
+        device = variables[0].device
+        every = torch.arange(stack.count, device=device)
+        active = torch.ones(stack.count, dtype=torch.bool, device=device)
+        done = torch.zeros(stack.count, dtype=torch.long, device=device)
+        for _ in range(iterations):
+            if stack.deadline.expired():
                 break
-            loss.backward()
-            dummy.images.grad.sign_()  # type: ignore[union-attr]
+            loss, gradients = value_and_grad([v.detach() for v in variables], every)
+            active &= loss.isfinite()
+            if not active.any():
+                break
+            gradients[0] = gradients[0].sign()
+            frozen = ~active
+            kept = [v.detach()[frozen] for v in variables]
+            for variable, gradient in zip(variables, gradients):
+                variable.grad = gradient
             optimizer.step()
             schedule.step()
             with torch.no_grad():
-                dummy.images.clamp_(0, 1)
-            done += 1
-        final = self._objective(problem, dummy).item()
-        return dummy.result(final, done)
+                variables[0].clamp_(0, 1)
+                for variable, values in zip(variables, kept):
+                    variable[frozen] = values
+            done += active
+        loss, _ = value_and_grad([v.detach() for v in variables], every)
+        return Solution(loss, done)

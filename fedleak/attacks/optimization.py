@@ -1,8 +1,9 @@
 """What the optimisation attacks share: how labels are obtained, restarts, budgets.
 
-An optimisation attack runs one *attempt* per restart from a fresh random start and
-keeps the attempt with the lowest final objective (Geiping et al. 2020 score their
-restarts this way). Restarts share the attack's time budget; the returned
+Every optimisation attack keeps the restart with the lowest final objective (Geiping
+et al. 2020 score their restarts this way). An :class:`OptimizationAttack` (GRNN) runs
+one *attempt* per restart, in turn, under the attack's time budget; dummy-data attacks
+run theirs side by side (:mod:`fedleak.attacks.stacked`). The returned
 :class:`~fedleak.attacks.base.Reconstruction` says how far the attack got.
 """
 
@@ -82,35 +83,6 @@ def best_of_restarts(
             "stopped_by_budget": deadline.expired(),
         },
     )
-
-
-class DummyBatch:
-    """The variables of a dummy-data attack: images in [0, 1] and, unless fixed, label logits.
-
-    DLG's initialisation (Zhu et al. 2019): uniform images, standard-normal logits.
-    """
-
-    def __init__(
-        self, size: int, model: ImageClassifier, labels: torch.Tensor | None, generator: torch.Generator
-    ) -> None:
-        self.images = torch.rand(size, *model.image_shape, generator=generator).requires_grad_(True)
-        self.fixed_labels = labels
-        self.label_logits = (
-            None if labels is not None
-            else torch.randn(size, model.num_classes, generator=generator).requires_grad_(True)
-        )
-
-    @property
-    def variables(self) -> list[torch.Tensor]:
-        return [self.images] if self.label_logits is None else [self.images, self.label_logits]
-
-    def targets(self) -> torch.Tensor:
-        """Class indices when fixed, else the soft labels softmax(logits)."""
-        return self.fixed_labels if self.label_logits is None else self.label_logits.softmax(dim=1)
-
-    def result(self, loss: float, iterations: int) -> Attempt:
-        labels = self.fixed_labels if self.label_logits is None else self.label_logits.detach().argmax(dim=1)
-        return Attempt(self.images.detach().clamp(0, 1), labels, loss, iterations)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from fedleak.federation.client import build_client_app
 from fedleak.federation.server import build_server_app, new_run_dir, run_server
-from fedleak.federation.simulation import simulate
+from fedleak.federation.simulation import run_simulated, simulate
 from fedleak.federation.strategy import AdversarialStrategy
 
 __all__ = [
@@ -11,5 +11,6 @@ __all__ = [
     "build_server_app",
     "new_run_dir",
     "run_server",
+    "run_simulated",
     "simulate",
 ]

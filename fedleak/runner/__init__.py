@@ -3,7 +3,7 @@
 from collections.abc import Callable
 
 from fedleak.config import RunnerConfig
-from fedleak.runner.base import AttackJob, AttackOutcome, AttackRunner, execute
+from fedleak.runner.base import AttackJob, AttackOutcome, AttackRunner, batches, execute, execute_batch
 from fedleak.runner.inline import InlineRunner
 
 
@@ -13,6 +13,8 @@ def _ray_runner(config: RunnerConfig) -> AttackRunner:
     return RayRunner(config)
 
 
-RUNNERS: dict[str, Callable[[RunnerConfig], AttackRunner]] = {"inline": lambda _: InlineRunner(), "ray": _ray_runner}
+RUNNERS: dict[str, Callable[[RunnerConfig], AttackRunner]] = {"inline": InlineRunner, "ray": _ray_runner}
 
-__all__ = ["RUNNERS", "AttackJob", "AttackOutcome", "AttackRunner", "InlineRunner", "execute"]
+__all__ = [
+    "RUNNERS", "AttackJob", "AttackOutcome", "AttackRunner", "InlineRunner", "batches", "execute", "execute_batch",
+]

@@ -2,15 +2,18 @@
 :class:`AttackOutcome`s to a callback; it never lets an attack's exception escape.
 
 The strategy only sees this interface, so the inline runner and a worker pool are
-interchangeable.
+interchangeable. Both hand jobs with one batch key (same attack and configuration,
+updates the attack can stack: :meth:`~fedleak.attacks.Attack.batch_key`) to
+:func:`execute_batch` together, up to ``runner.max_batch`` at a time.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 from fedleak.attacks import ATTACKS, Attack, AttackConfig, AttackNotApplicable, Budget, Reconstruction
@@ -27,6 +30,11 @@ class AttackJob:
     config: AttackConfig
     model: ModelSpec
 
+    def batch_key(self, attack_class: type[Attack]) -> Hashable | None:
+        """Jobs with equal keys may run as one batch; ``None``: this job runs alone."""
+        key = attack_class.batch_key(self.update)
+        return None if key is None else (self.attack, self.config.model_dump_json(), key)
+
 
 @dataclass(frozen=True)
 class AttackOutcome:
@@ -37,6 +45,7 @@ class AttackOutcome:
 
 
 OutcomeCallback = Callable[[AttackOutcome], None]
+_log = logging.getLogger(__name__)
 
 
 def execute(job: AttackJob, attack_class: type[Attack] | None = None) -> AttackOutcome:
@@ -52,18 +61,57 @@ def execute(job: AttackJob, attack_class: type[Attack] | None = None) -> AttackO
         model = job.model.with_weights(job.update.global_weights)
         reconstruction = attack.run(job.update, model, Budget(job.config.time_budget_s))
         return AttackOutcome(job, reconstruction, None, time.perf_counter() - started)
-    except AttackNotApplicable as reason:
-        error = f"not applicable: {reason}"
     except Exception as failure:  # noqa: BLE001 - an attack's crash must not stop the federation
-        frame = traceback.extract_tb(failure.__traceback__)[-1]
-        error = f"{type(failure).__name__}: {failure} ({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})"
-    return AttackOutcome(job, None, error, time.perf_counter() - started)
+        return AttackOutcome(job, None, _describe(failure), time.perf_counter() - started)
+
+
+def execute_batch(jobs: Sequence[AttackJob], attack_class: type[Attack] | None = None) -> list[AttackOutcome]:
+    """Run jobs of one batch key as one :meth:`~fedleak.attacks.Attack.run_batch`.
+
+    Each outcome's ``seconds`` is the whole batch's. If the batch fails, every job is
+    re-run alone, so a failure is reported only for the jobs it belongs to.
+    """
+    first = jobs[0]
+    if len(jobs) == 1:
+        return [execute(first, attack_class)]
+    started = time.perf_counter()
+    try:
+        attack = (attack_class or ATTACKS.get(first.attack))(first.config)
+        model = first.model.with_weights(first.update.global_weights)
+        reconstructions = attack.run_batch([job.update for job in jobs], model, Budget(first.config.time_budget_s))
+    except Exception as failure:  # noqa: BLE001 - fall back to one by one, where each failure is its own
+        _log.warning("a batch of %d %s attacks failed (%s); running them one by one",
+                     len(jobs), first.attack, _describe(failure))
+        return [execute(job, attack_class) for job in jobs]
+    seconds = time.perf_counter() - started
+    return [AttackOutcome(job, reconstruction, None, seconds) for job, reconstruction in zip(jobs, reconstructions)]
+
+
+def batches(jobs: Sequence[AttackJob], max_batch: int) -> list[list[AttackJob]]:
+    """``jobs`` grouped by batch key, in order of first appearance, at most ``max_batch`` each."""
+    groups: dict[Hashable, list[list[AttackJob]]] = {}
+    for index, job in enumerate(jobs):
+        key = job.batch_key(ATTACKS.get(job.attack))
+        runs = groups.setdefault(("alone", index) if key is None else key, [[]])
+        if len(runs[-1]) == max_batch:
+            runs.append([])
+        runs[-1].append(job)
+    return [batch for runs in groups.values() for batch in runs]
+
+
+def _describe(failure: Exception) -> str:
+    if isinstance(failure, AttackNotApplicable):
+        return f"not applicable: {failure}"
+    frame = traceback.extract_tb(failure.__traceback__)[-1]
+    return f"{type(failure).__name__}: {failure} ({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})"
 
 
 class AttackRunner(ABC):
     @abstractmethod
-    def submit(self, job: AttackJob, on_done: OutcomeCallback) -> None:
-        """Start ``job``; ``on_done`` receives its outcome (maybe later, maybe elsewhere)."""
+    def submit(self, jobs: Sequence[AttackJob], on_done: OutcomeCallback) -> None:
+        """Start ``jobs``; ``on_done`` receives each outcome (maybe later, maybe elsewhere).
+
+        Submitting a round's jobs in one call lets the runner batch them."""
 
     def close(self, wait: bool = True) -> None:  # noqa: B027 (optional hook, not abstract)
         """Finish (``wait``) or abandon pending jobs; the default has none pending."""

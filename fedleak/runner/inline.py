@@ -1,10 +1,18 @@
-"""The inline runner: each attack runs at once, in the server process."""
+"""The inline runner: each submission runs at once, in the server process, batch after batch."""
 
 from __future__ import annotations
 
-from fedleak.runner.base import AttackJob, AttackRunner, OutcomeCallback, execute
+from collections.abc import Sequence
+
+from fedleak.config import RunnerConfig
+from fedleak.runner.base import AttackJob, AttackRunner, OutcomeCallback, batches, execute_batch
 
 
 class InlineRunner(AttackRunner):
-    def submit(self, job: AttackJob, on_done: OutcomeCallback) -> None:
-        on_done(execute(job))
+    def __init__(self, config: RunnerConfig | None = None) -> None:
+        self.max_batch = (config or RunnerConfig()).max_batch
+
+    def submit(self, jobs: Sequence[AttackJob], on_done: OutcomeCallback) -> None:
+        for batch in batches(jobs, self.max_batch):
+            for outcome in execute_batch(batch):
+                on_done(outcome)

@@ -1,15 +1,17 @@
 """The Ray runner: attacks run on a pool of worker actors, beside the federation.
 
-``submit`` only queues the job and returns, so a round never waits for its attacks
+``submit`` only queues the jobs and returns, so a round never waits for its attacks
 (unless the queue is full and the backpressure policy is ``block``). A dispatcher
-thread hands queued jobs to idle workers, collects finished ones as they complete and
-passes each outcome to its callback (the adversary scores and stores it there, so
-results stream into the store in completion order).
+thread hands each idle worker the oldest queued job together with the queued jobs of
+its batch key (up to ``max_batch``: one vectorised optimisation, see
+:func:`~fedleak.runner.base.execute_batch`), collects finished batches as they
+complete and passes each outcome to its callback (the adversary scores and stores it
+there, so results stream into the store in completion order).
 
 Failure isolation: an attack's exception becomes a failed outcome inside the worker
 (:func:`~fedleak.runner.base.execute`). A worker that dies (a segfault, ``os._exit``,
 the OOM killer) or is still busy ``grace_s`` after its attack's ``time_budget_s`` is
-killed if need be, its job is reported failed with the reason, and a fresh worker
+killed if need be, its jobs are reported failed with the reason, and a fresh worker
 takes its place. Nothing a worker did is stored until its outcome arrives here.
 
 The Ray instance is the one already running in this process (Flower's simulation
@@ -22,13 +24,14 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import ray
 
 from fedleak.attacks import ATTACKS, Attack
 from fedleak.config import RunnerConfig
-from fedleak.runner.base import AttackJob, AttackOutcome, AttackRunner, OutcomeCallback, execute
+from fedleak.runner.base import AttackJob, AttackOutcome, AttackRunner, OutcomeCallback, execute_batch
 
 _log = logging.getLogger(__name__)
 _CANCELLED = "cancelled: the run ended before the attack finished"
@@ -38,10 +41,10 @@ _POLL_S = 0.05
 
 @ray.remote
 class AttackWorker:
-    """One attack at a time, in its own process (and on its share of a GPU)."""
+    """One batch of attacks at a time, in its own process (and on its share of a GPU)."""
 
-    def run(self, job: AttackJob, attack_class: type[Attack]) -> AttackOutcome:
-        return execute(job, attack_class)
+    def run(self, jobs: list[AttackJob], attack_class: type[Attack]) -> list[AttackOutcome]:
+        return execute_batch(jobs, attack_class)
 
 
 @dataclass(frozen=True)
@@ -49,14 +52,18 @@ class _Queued:
     job: AttackJob
     attack_class: type[Attack]
     on_done: OutcomeCallback
+    key: Hashable | None
 
 
 @dataclass
 class _Running:
-    job: AttackJob
-    on_done: OutcomeCallback
+    batch: list[_Queued]
     worker: ray.actor.ActorHandle
     started: float
+
+    @property
+    def time_budget_s(self) -> float | None:
+        return self.batch[0].job.config.time_budget_s  # one batch key: one configuration
 
 
 class RayRunner(AttackRunner):
@@ -66,7 +73,7 @@ class RayRunner(AttackRunner):
         self._queue: deque[_Queued] = deque()
         self._running: dict[ray.ObjectRef, _Running] = {}
         self._reporting = 0
-        """Outcomes taken off ``_running`` whose callback has not returned yet (close waits for them)."""
+        """Batches taken off ``_running`` whose callbacks have not returned yet (close waits for them)."""
         self._changed = threading.Condition()
         self._stopping = False
         """close() has begun (or the dispatcher failed): new submissions are refused with ``_stop_reason``."""
@@ -86,34 +93,49 @@ class RayRunner(AttackRunner):
         self._dispatcher = threading.Thread(target=self._dispatch, name="fedleak-attacks", daemon=True)
         self._dispatcher.start()
 
-    def submit(self, job: AttackJob, on_done: OutcomeCallback) -> None:
-        """Queue ``job``; with a full queue, wait for room (``block``) or report it rejected."""
-        attack_class = ATTACKS.get(job.attack)  # an unknown name fails here, in the caller
-        refusal = None
+    def _start_or_refuse(self) -> None:
+        """Start (holding ``_changed``); if Ray cannot be joined, refuse every job with the reason."""
+        try:
+            self._start()
+        except Exception as error:  # noqa: BLE001 - e.g. no cluster at runner.address: the federation goes on
+            _log.exception("the attack pool could not start")
+            where = f" at {self.config.address}" if self.config.address else ""
+            self._stopping = True
+            self._stop_reason = f"runner failed: could not start the Ray pool{where}: {_first_line(error)}"
+
+    def submit(self, jobs: Sequence[AttackJob], on_done: OutcomeCallback) -> None:
+        """Queue ``jobs``; with a full queue, wait for room (``block``) or report a job rejected."""
+        queued = [_Queued(job, cls, on_done, job.batch_key(cls))  # an unknown name fails here, in the caller
+                  for job, cls in ((job, ATTACKS.get(job.attack)) for job in jobs)]
+        refused = []
         with self._changed:
-            if self._dispatcher is None and not self._stopping:
-                self._start()
-            if len(self._queue) >= self.config.max_pending and self.config.backpressure == "reject":
-                refusal = (f"rejected: {self.config.max_pending} attacks already queued "
-                           "(runner.backpressure = 'reject')")
-            else:
-                self._changed.wait_for(lambda: self._stopping or len(self._queue) < self.config.max_pending)
-                if self._stopping:
-                    refusal = self._stop_reason
-                else:
-                    self._queue.append(_Queued(job, attack_class, on_done))
-                    self._changed.notify_all()
-        if refusal:
+            if self._dispatcher is None and not self._stopping and queued:
+                self._start_or_refuse()
+            for item in queued:
+                refusal = self._enqueue(item)
+                if refusal:
+                    refused.append((item.job, refusal))
+        for job, refusal in refused:
             on_done(AttackOutcome(job, None, refusal, 0.0))
+
+    def _enqueue(self, item: _Queued) -> str | None:
+        """Append ``item`` (holding ``_changed``); the reason when it is refused instead."""
+        if len(self._queue) >= self.config.max_pending and self.config.backpressure == "reject":
+            return f"rejected: {self.config.max_pending} attacks already queued (runner.backpressure = 'reject')"
+        self._changed.wait_for(lambda: self._stopping or len(self._queue) < self.config.max_pending)
+        if self._stopping:
+            return self._stop_reason
+        self._queue.append(item)
+        self._changed.notify_all()
+        return None
 
     def close(self, wait: bool = True) -> None:
         """Drain every submitted attack (``wait``), or report the queued and running ones cancelled."""
-        cancelled: list[tuple[AttackJob, OutcomeCallback]] = []
+        cancelled: list[_Queued] = []
         with self._changed:
             self._stopping = True
             if not wait:
-                cancelled = [*((q.job, q.on_done) for q in self._queue),
-                             *((r.job, r.on_done) for r in self._running.values())]
+                cancelled = [*self._queue, *(q for r in self._running.values() for q in r.batch)]
                 for running in self._running.values():
                     ray.kill(running.worker)
                 self._queue.clear()
@@ -125,8 +147,8 @@ class RayRunner(AttackRunner):
             self._dispatcher.join()
         for worker in self._idle:
             ray.kill(worker)
-        for job, on_done in cancelled:
-            on_done(AttackOutcome(job, None, _CANCELLED, 0.0))
+        for item in cancelled:
+            item.on_done(AttackOutcome(item.job, None, _CANCELLED, 0.0))
 
     def _new_worker(self) -> ray.actor.ActorHandle:
         return AttackWorker.options(**self._options).remote()
@@ -154,37 +176,52 @@ class RayRunner(AttackRunner):
         """Report every queued and running job failed with ``reason``; later submissions too."""
         with self._changed:
             self._stopping, self._stop_reason = True, reason
-            left = [*((q.job, q.on_done) for q in self._queue), *((r.job, r.on_done) for r in self._running.values())]
+            left = [*self._queue, *(q for r in self._running.values() for q in r.batch)]
             self._queue.clear()
             self._running.clear()
             self._changed.notify_all()
-        for job, on_done in left:
-            on_done(AttackOutcome(job, None, reason, 0.0))
+        for item in left:
+            item.on_done(AttackOutcome(item.job, None, reason, 0.0))
 
     def _start_queued(self) -> None:
         while self._queue and self._idle:
-            queued = self._queue.popleft()
+            batch = self._next_batch()
             worker = self._idle.pop()
-            ref = worker.run.remote(queued.job, queued.attack_class)
-            self._running[ref] = _Running(queued.job, queued.on_done, worker, time.perf_counter())
+            ref = worker.run.remote([q.job for q in batch], batch[0].attack_class)
+            self._running[ref] = _Running(batch, worker, time.perf_counter())
         self._changed.notify_all()
 
+    def _next_batch(self) -> list[_Queued]:
+        """The oldest queued job and the queued jobs of its batch key, up to ``max_batch``."""
+        first = self._queue.popleft()
+        batch = [first]
+        if first.key is not None:
+            for item in list(self._queue):
+                if len(batch) == self.config.max_batch:
+                    break
+                if item.key == first.key:
+                    batch.append(item)
+                    self._queue.remove(item)
+        return batch
+
     def _take(self, ref: ray.ObjectRef) -> _Running | None:
-        """Remove a job from ``_running`` to report it (``None``: close(wait=False) cancelled it)."""
+        """Remove a batch from ``_running`` to report it (``None``: close(wait=False) cancelled it)."""
         with self._changed:
             running = self._running.pop(ref, None)
             self._reporting += running is not None
             return running
 
-    def _report(self, running: _Running, outcome: AttackOutcome, worker: ray.actor.ActorHandle) -> None:
-        """Give the worker back, then hand the outcome to its callback (the adversary stores it)."""
+    def _report(self, running: _Running, outcomes: list[AttackOutcome], worker: ray.actor.ActorHandle) -> None:
+        """Give the worker back, then hand each outcome to its callback (the adversary stores it)."""
         with self._changed:
             self._idle.append(worker)
             self._changed.notify_all()
         try:
-            running.on_done(outcome)
-        except Exception:  # noqa: BLE001 - a failure to store one outcome must not stop the dispatcher
-            _log.exception("storing the outcome of %s failed", running.job.attack)
+            for item, outcome in zip(running.batch, outcomes):
+                try:
+                    item.on_done(outcome)
+                except Exception:  # noqa: BLE001 - a failure to store one outcome must not stop the dispatcher
+                    _log.exception("storing the outcome of %s failed", item.job.attack)
         finally:
             with self._changed:
                 self._reporting -= 1
@@ -196,16 +233,16 @@ class RayRunner(AttackRunner):
             return
         worker = running.worker
         try:
-            outcome = ray.get(ref)
+            outcomes = ray.get(ref)
         except ray.exceptions.RayActorError as error:
-            outcome = self._failed(running, f"worker died: {_first_line(error)}")
+            outcomes = self._failed(running, f"worker died: {_first_line(error)}")
             worker = self._new_worker()
-        except ray.exceptions.RayError as error:  # e.g. the job or its outcome could not be (de)serialised
-            outcome = self._failed(running, f"{type(error).__name__}: {_first_line(error)}")
-        self._report(running, outcome, worker)
+        except ray.exceptions.RayError as error:  # e.g. the jobs or their outcomes could not be (de)serialised
+            outcomes = self._failed(running, f"{type(error).__name__}: {_first_line(error)}")
+        self._report(running, outcomes, worker)
 
     def _expire(self) -> None:
-        """Kill workers whose attack overran its ``time_budget_s`` by more than ``grace_s``; replace them."""
+        """Kill workers whose batch overran its ``time_budget_s`` by more than ``grace_s``; replace them."""
         now = time.perf_counter()
         with self._changed:
             overdue = [ref for ref, r in self._running.items() if _overdue(r, now, self.config.grace_s)]
@@ -214,18 +251,18 @@ class RayRunner(AttackRunner):
             if running is None:
                 continue
             ray.kill(running.worker)
-            budget = running.job.config.time_budget_s
-            outcome = self._failed(running, f"timed out: still running {self.config.grace_s:g} s after its "
-                                            f"time budget of {budget:g} s; worker replaced")
-            self._report(running, outcome, self._new_worker())
+            outcomes = self._failed(running, f"timed out: still running {self.config.grace_s:g} s after its "
+                                             f"time budget of {running.time_budget_s:g} s; worker replaced")
+            self._report(running, outcomes, self._new_worker())
 
     @staticmethod
-    def _failed(running: _Running, error: str) -> AttackOutcome:
-        return AttackOutcome(running.job, None, error, time.perf_counter() - running.started)
+    def _failed(running: _Running, error: str) -> list[AttackOutcome]:
+        seconds = time.perf_counter() - running.started
+        return [AttackOutcome(item.job, None, error, seconds) for item in running.batch]
 
 
 def _overdue(running: _Running, now: float, grace_s: float) -> bool:
-    budget = running.job.config.time_budget_s
+    budget = running.time_budget_s
     return budget is not None and now - running.started > budget + grace_s
 
 

@@ -1,0 +1,274 @@
+"""Attack throughput (batched against one by one) and what the adversary costs a round.
+
+``attacks``: N concurrent attacks of one kind (DLG, Inverting Gradients) against one
+round of LeNet/MNIST FedSGD, batch 1. Client i took one step (lr 1) on image i of the
+real t10k split from the same global model (DLG's LeNet, weights ~ U(−0.5, 0.5), seed
+0), so the N attacks share a batch key. *batched*: the N jobs through
+``execute_batch`` (one vectorised optimisation of N problems; the runners do this
+with ``runner.max_batch`` ≥ N). *one by one*: the same jobs through ``execute``, in
+turn. Same configuration either way, so every attack takes the same steps (the tests
+check that batched and one-by-one results agree). One by one is sequential, so its
+rate does not depend on N: above ``--alone-cap`` attacks only the first
+``--alone-cap`` run, and the rate and success rate are that sample's (marked "sample").
+Success = MSE < 1e-3 (DLG's criterion) against the client's image. On a GPU the
+GPU's utilisation is sampled from ``nvidia-smi`` while the batch runs.
+
+``round``: the federation's round time in three arms, alternated in one process:
+plain Flower FedAvg (no fedleak server), fedleak's adversarial server capturing and
+storing every update with no attack, and the same server also dispatching an attack
+per update to the Ray pool (``runner.name = "ray"``, attacks running beside the
+rounds, cancelled at the end). Round time = time between the server's evaluations of
+consecutive rounds, rounds ≥ 2 (round 1 includes starting the actors). Reported as
+medians and as ratios to plain FedAvg measured in the same run.
+
+    python benchmarks/attack_throughput.py attacks [--attacks dlg,inverting] [--concurrent 1,8,64,256]
+        [--alone-cap 16] [--device auto] [--set dlg.iterations=300] [--json out.json]
+    python benchmarks/attack_throughput.py round [--clients 8] [--rounds 8] [--repeats 2] [--attack idlg]
+
+Measured, not asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from flwr.app import ArrayRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
+
+from fedleak.attacks import ATTACKS
+from fedleak.data import ImageDataset, load_dataset
+from fedleak.federation import build_server_app, new_run_dir, records, run_simulated
+from fedleak.federation.server import mean_train_loss
+from fedleak.metrics import SUCCESS_MSE
+from fedleak.models import ModelSpec
+from fedleak.progress import Progress
+from fedleak.runner import AttackJob, AttackOutcome, execute, execute_batch
+from fedleak.scenario import Scenario, parse_scenario
+from fedleak.training import evaluate, offline_update
+
+from mnist_setup import lenet_on_mnist, machine, mnist_parser
+
+DEFAULT_CONFIG = {"dlg": {}, "inverting": {"iterations": 300}}
+"""Registry defaults (DLG: 300 L-BFGS steps), but Inverting Gradients at 300 Adam steps
+instead of 4800: at 4800, 256 attacks one by one would take hours on a CPU."""
+
+
+# ---------------------------------------------------------------- attacks
+
+
+def client_jobs(
+    spec: ModelSpec, pool: ImageDataset, attack: str, config: dict[str, Any], count: int
+) -> list[AttackJob]:
+    """``count`` clients of one FedSGD round, client i holding image i; one job each."""
+    sent = spec.build(seed=0).state_dict()
+    attack_config = ATTACKS.get(attack).Config(**config)
+    return [AttackJob(offline_update(spec, sent, pool, [torch.tensor([i])], lr=1.0, partition_id=i),
+                      attack, attack_config, spec) for i in range(count)]
+
+
+class GpuSampler:
+    """Samples GPU utilisation (%) and memory (MiB) with ``nvidia-smi`` every 200 ms, if there is one."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and shutil.which("nvidia-smi") is not None
+        self.samples: list[tuple[float, float]] = []
+
+    def __enter__(self) -> GpuSampler:
+        if self.enabled:
+            self._process = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits",
+                 "-lms", "200"], stdout=subprocess.PIPE, text=True)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.enabled:
+            self._process.terminate()
+            output = self._process.communicate()[0]
+            self.samples = [tuple(map(float, line.split(",")[:2])) for line in output.splitlines() if line.strip()]
+
+    def summary(self) -> dict[str, float] | None:
+        if not self.samples:
+            return None
+        busy = [u for u, _ in self.samples]
+        return {"gpu_util_mean": statistics.mean(busy), "gpu_util_max": max(busy),
+                "gpu_mem_max_mib": max(m for _, m in self.samples)}
+
+
+def run_jobs(jobs: list[AttackJob], pool: ImageDataset, batched: bool, on_gpu: bool) -> dict[str, Any]:
+    with GpuSampler(batched and on_gpu) as sampler:
+        started = time.perf_counter()
+        outcomes = execute_batch(jobs) if batched else [execute(job) for job in jobs]
+        seconds = time.perf_counter() - started
+    recovered = [_recovered(outcome, pool) for outcome in outcomes]
+    iterations = [o.reconstruction.extras["iterations"] for o in outcomes if o.reconstruction is not None]
+    errors = sorted({o.error for o in outcomes if o.error})
+    return {"attacks": len(jobs), "seconds": seconds, "per_second": len(jobs) / seconds,
+            "success": sum(recovered) / len(jobs), "mean_iterations": statistics.mean(iterations or [0]),
+            "errors": errors, "gpu": sampler.summary()}
+
+
+def _recovered(outcome: AttackOutcome, pool: ImageDataset) -> bool:
+    if outcome.reconstruction is None:
+        return False
+    truth = pool.images[outcome.job.update.partition_id]
+    return float(((outcome.reconstruction.images[0] - truth) ** 2).mean()) < SUCCESS_MSE
+
+
+def attacks_benchmark(args) -> list[dict[str, Any]]:
+    splits, spec = lenet_on_mnist(args.data_root, "uniform")
+    rows = []
+    for attack in args.attacks.split(","):
+        config = {**DEFAULT_CONFIG[attack], "device": args.device, **_overrides(args.set, attack)}
+        sampled = None  # the first --alone-cap attacks one by one, run once and reused above the cap
+        for count in map(int, args.concurrent.split(",")):
+            jobs = client_jobs(spec, splits.train, attack, config, count)
+            batched = run_jobs(jobs, splits.train, batched=True, on_gpu=_on_gpu(args.device))
+            sample = count > args.alone_cap
+            if sample and sampled is None:
+                sampled = run_jobs(jobs[: args.alone_cap], splits.train, batched=False, on_gpu=False)
+            alone = sampled if sample else run_jobs(jobs, splits.train, batched=False, on_gpu=False)
+            row = {"attack": attack, "concurrent": count, "config": config, "batched": batched,
+                   "one_by_one": alone, "one_by_one_sampled": sample,
+                   "speedup": batched["per_second"] / alone["per_second"]}
+            rows.append(row)
+            print(_line(row), flush=True)
+    return rows
+
+
+def _overrides(pairs: list[str], attack: str) -> dict[str, Any]:
+    """``--set dlg.iterations=300``: the keys for ``attack``, values parsed as JSON where they parse."""
+    chosen = {}
+    for pair in pairs:
+        key, value = pair.split("=", 1)
+        name, option = key.split(".", 1)
+        if name == attack:
+            try:
+                chosen[option] = json.loads(value)
+            except json.JSONDecodeError:
+                chosen[option] = value
+    return chosen
+
+
+def _on_gpu(device: str) -> bool:
+    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+
+
+def _line(row: dict[str, Any]) -> str:
+    b, a = row["batched"], row["one_by_one"]
+    gpu = f"  GPU {b['gpu']['gpu_util_mean']:.0f}% mean" if b["gpu"] else ""
+    sample = f" (sample of {a['attacks']})" if row["one_by_one_sampled"] else ""
+    return (f"{row['attack']:9s} N={row['concurrent']:<4d} batched {b['per_second']:8.3f}/s "
+            f"({b['seconds']:.1f} s, success {b['success']:.0%}, iters {b['mean_iterations']:.0f})  "
+            f"one by one {a['per_second']:8.3f}/s{sample} (success {a['success']:.0%}, "
+            f"iters {a['mean_iterations']:.0f})  x{row['speedup']:.1f}{gpu}"
+            + (f"  errors {b['errors'] + a['errors']}" if b["errors"] or a["errors"] else ""))
+
+
+# ---------------------------------------------------------------- round
+
+
+class _Stamps(Progress):
+    """Times at which the server finished evaluating each round."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def round_evaluated(self, server_round: int, accuracy: float) -> None:
+        self.times.append(time.perf_counter())
+
+
+def plain_fedavg_app(scenario: Scenario, stamps: _Stamps) -> ServerApp:
+    """Flower's FedAvg with the same evaluation as fedleak's server, and nothing else."""
+    app = ServerApp()
+
+    @app.main()
+    def _main(grid: Grid, context: Context) -> None:
+        splits = load_dataset(scenario.dataset)
+        spec = records.model_spec(scenario, splits)
+        test = splits.test.subset(slice(scenario.federation.test_samples))
+        fedavg = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=1,
+                        min_available_nodes=scenario.partition.num_clients, train_metrics_aggr_fn=mean_train_loss)
+
+        def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+            accuracy, loss = evaluate(spec.with_weights(arrays.to_torch_state_dict()), test)
+            if server_round > 0:
+                stamps.round_evaluated(server_round, accuracy)
+            return MetricRecord({"accuracy": accuracy, "loss": loss})
+
+        fedavg.start(grid, ArrayRecord(spec.build(seed=scenario.seed).state_dict()),
+                     num_rounds=scenario.federation.rounds, train_config=records.training_record(scenario.training),
+                     evaluate_fn=evaluate_fn)
+
+    return app
+
+
+def round_scenario(args, arm: str) -> Scenario:
+    attacks = [{"name": args.attack}] if arm == "dispatch" else []
+    return parse_scenario({
+        "name": f"throughput-{arm}", "dataset": {"name": "mnist", "data_root": str(args.data_root.resolve())},
+        "model": {"name": "lenet"}, "partition": {"num_clients": args.clients},
+        "training": {"algorithm": "fedsgd", "batch_size": 1, "lr": 0.1},
+        "federation": {"rounds": args.rounds, "test_samples": 500},
+        "runner": {"name": "ray", "workers": args.workers, "wait": False} if arm == "dispatch" else {},
+        "attacks": attacks,
+    })
+
+
+def round_times(args, arm: str, out: Path) -> list[float]:
+    scenario, stamps = round_scenario(args, arm), _Stamps()
+    app = (plain_fedavg_app(scenario, stamps) if arm == "fedavg"
+           else build_server_app(lambda _: (scenario, new_run_dir(out, scenario)), stamps))
+    run_simulated(app, scenario)
+    if ray.is_initialized():
+        ray.shutdown()
+    return [b - a for a, b in zip(stamps.times, stamps.times[1:])]  # rounds 2..R
+
+
+def round_benchmark(args) -> dict[str, Any]:
+    out = Path(args.out)
+    times: dict[str, list[float]] = {"fedavg": [], "capture": [], "dispatch": []}
+    for repeat in range(args.repeats):
+        for arm in times:
+            measured = round_times(args, arm, out)
+            times[arm].extend(measured)
+            print(f"repeat {repeat + 1} {arm:8s}: rounds 2..{args.rounds} "
+                  + " ".join(f"{t:.3f}" for t in measured) + " s", flush=True)
+    medians = {arm: statistics.median(t) for arm, t in times.items()}
+    for arm, median in medians.items():
+        print(f"{arm:8s} median round {median:.3f} s   ratio to plain FedAvg {median / medians['fedavg']:.3f}")
+    return {"times": times, "medians": medians}
+
+
+def main() -> None:
+    parser = mnist_parser(__doc__)
+    parser.add_argument("part", choices=["attacks", "round"])
+    parser.add_argument("--attacks", default="dlg,inverting")
+    parser.add_argument("--concurrent", default="1,8,64,256")
+    parser.add_argument("--alone-cap", type=int, default=16)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--set", action="append", default=[], metavar="ATTACK.KEY=VALUE")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--attack", default="idlg", help="the attack dispatched per update in the round part")
+    parser.add_argument("--out", default="/tmp/fedleak-throughput", help="run directories of the round part")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    print(machine(), f"cuda: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}", flush=True)
+    result = attacks_benchmark(args) if args.part == "attacks" else round_benchmark(args)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
