@@ -52,6 +52,7 @@ from fedleak.attacks.linear_systems import (
     UnsupportedArchitecture,
     layer_system,
     model_chain,
+    one_blas_thread,
     preactivation,
     spectrum,
 )
@@ -85,6 +86,7 @@ class ModelAudit:
     rcond: float
 
 
+@one_blas_thread
 def audit_model(model: ImageClassifier, probe_seed: int = 0, depth_decay: float = 0.5,
                 rcond: float = DEFAULT_RCOND, max_unknowns: int = 4096) -> ModelAudit:
     """Rank analysis of every layer of ``model`` at a seeded random probe (no client data).

@@ -132,6 +132,7 @@ class RunnerConfig(Strict):
     """An existing Ray cluster (a deployment): ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``;
     ``None``: the simulation's Ray, or a new local one. If it cannot be joined, the run goes
     on and its attacks are stored failed with the reason."""
+
     @field_validator("address")
     @classmethod
     def _cluster_address(cls, address: str | None) -> str | None:

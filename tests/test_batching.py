@@ -67,6 +67,10 @@ def test_jobs_batch_by_attack_configuration_and_round_up_to_the_limit():
     ]
 
 
+def _one_step(update, model, budget):
+    return ATTACKS.get("idlg")(ATTACKS.get("idlg").Config(iterations=1)).run(update, model, budget)
+
+
 @ATTACKS.register("test-picky")
 class _Picky(Attack):
     """Batchable, but refuses partition 1: the whole batch fails, each job must get its own outcome."""
@@ -78,16 +82,45 @@ class _Picky(Attack):
     def run(self, update, model, budget):
         if update.partition_id == 1:
             raise AttackNotApplicable("partition 1")
-        return ATTACKS.get("idlg")(ATTACKS.get("idlg").Config(iterations=1)).run(update, model, budget)
+        return _one_step(update, model, budget)
 
     def run_batch(self, updates, model, budget):
         return [self.run(update, model, budget) for update in updates]
 
 
-def test_a_failing_batch_is_rerun_one_by_one_so_only_the_bad_job_fails():
+def test_a_failing_batch_is_rerun_in_parts_so_only_the_bad_job_fails():
     updates, spec = _round(tiny_scenario(), clients=3)
     outcomes = execute_batch([AttackJob(u, "test-picky", _Picky.Config(), spec) for u in updates])
     assert [o.error for o in outcomes] == [None, "not applicable: partition 1", None]
+
+
+@ATTACKS.register("test-memory")
+class _TwoFit(Attack):
+    """A GPU that holds two problems at once; partition 4 does not fit even alone."""
+
+    calls: list[int] = []
+
+    @classmethod
+    def batch_key(cls, update):
+        return update.server_round
+
+    def run(self, update, model, budget):
+        return self.run_batch([update], model, budget)[0]
+
+    def run_batch(self, updates, model, budget):
+        self.calls.append(len(updates))
+        if len(updates) > 2 or any(u.partition_id == 4 for u in updates):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\n(details)")
+        return [_one_step(update, model, budget) for update in updates]
+
+
+def test_a_batch_out_of_gpu_memory_is_split_until_it_fits():
+    updates, spec = _round(tiny_scenario(partition={"num_clients": 6}), clients=6)
+    _TwoFit.calls.clear()
+    outcomes = execute_batch([AttackJob(u, "test-memory", _TwoFit.Config(), spec) for u in updates])
+    assert [o.error for o in outcomes] == [None] * 4 + ["out of GPU memory: CUDA out of memory. "
+                                                        "Tried to allocate 2.00 GiB", None]
+    assert _TwoFit.calls == [6, 3, 1, 2, 3, 1, 2, 1, 1]  # 6 → 3 + 3 → (1 + 2) + (1 + (1 + 1))
 
 
 def _stored_round(tmp_path, runner, attacks):

@@ -109,7 +109,8 @@ class Attack(ABC):
         """Reconstruct every update of one batch key, each as :meth:`run` would.
 
         The default runs them one by one; a vectorised attack overrides it. If it raises,
-        the caller re-runs the updates one by one, so each gets its own outcome.
+        the caller re-runs the updates in halves, down to one at a time, so each failure
+        stays with its update.
         """
         return [self.run(update, model, budget) for update in updates]
 

@@ -49,7 +49,6 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 from fedleak.attacks.base import (
     ATTACKS,
@@ -279,6 +278,9 @@ def exact_recoveries(recon: torch.Tensor, pool: torch.Tensor, train_index: torch
 
 def _paper_ssim(images: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
     """Per-pair SSIM with Haim et al.'s 3×3 window (σ 1.5), data range 1."""
+    # Imported here: torchmetrics takes seconds to import, and attack workers never score.
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     return structural_similarity_index_measure(
         images.float(), references.float(), data_range=1.0, kernel_size=3, sigma=1.5, reduction="none",
     )

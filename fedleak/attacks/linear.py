@@ -60,6 +60,7 @@ from fedleak.attacks.linear_systems import (
     derivative,
     layer_system,
     model_chain,
+    one_blas_thread,
     preactivation,
     solve,
 )
@@ -101,6 +102,7 @@ class Linear(Attack):
     Config = LinearConfig
     config: LinearConfig
 
+    @one_blas_thread
     def run(self, update: ClientUpdate, model: ImageClassifier, budget: Budget) -> Reconstruction:
         deadline = budget.deadline()
         if update.metadata.batch_size != 1 or update.metadata.num_examples != 1:

@@ -60,6 +60,15 @@ SATURATION = 1e-12
 """Recovered sigmoid/tanh outputs are clipped this far inside their range before σ⁻¹."""
 
 
+one_blas_thread = threadpool_limits.wrap(limits=1, user_api="blas")
+"""Decorates every entry point into this module's numpy/scipy work (the audit, the
+``linear`` attack). numpy's OpenBLAS thread pool has been seen to spin forever in
+``exec_blas`` when called from the Flower simulation's server thread, beside Ray and
+torch's pools: in the eigensolver and, in a later run of the same process, in a plain
+vector norm. One BLAS thread bypasses that pool; the dense work here is O(n³) on n ≤ a
+few thousand unknowns."""
+
+
 class UnsupportedArchitecture(ValueError):
     """The model is not a chain of Conv2d/Linear layers, elementwise activations and reshapes."""
 
@@ -275,13 +284,6 @@ class Spectrum:
     """σ_max / σ_min; ``inf`` when rank-deficient."""
 
 
-# OpenBLAS's own thread pool has been seen to spin forever in exec_blas when called from
-# the Flower simulation's server thread (beside Ray and torch's pools); one BLAS thread
-# avoids its pool entirely. The dense work here is O(n³) on n ≤ a few thousand unknowns.
-_ONE_BLAS_THREAD = threadpool_limits.wrap(limits=1, user_api="blas")
-
-
-@_ONE_BLAS_THREAD
 def spectrum(system: LayerSystem, rcond: float) -> Spectrum:
     """Numerical rank (σ > rcond·σ_max) and condition number of the system.
 
@@ -311,7 +313,6 @@ class Solution:
     """‖A x − b‖ / ‖b‖."""
 
 
-@_ONE_BLAS_THREAD
 def solve(system: LayerSystem, rcond: float) -> Solution:
     """Least squares via the normal equations in float64.
 

@@ -16,6 +16,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
+import torch
+
 from fedleak.attacks import ATTACKS, Attack, AttackConfig, AttackNotApplicable, Budget, Reconstruction
 from fedleak.models import ModelSpec
 from fedleak.updates import ClientUpdate
@@ -55,34 +57,33 @@ def execute(job: AttackJob, attack_class: type[Attack] | None = None) -> AttackO
     is handed the class looked up where the job was submitted, so attacks registered
     there at run time (a plugin, a test) run on workers too.
     """
-    started = time.perf_counter()
-    try:
-        attack = (attack_class or ATTACKS.get(job.attack))(job.config)
-        model = job.model.with_weights(job.update.global_weights)
-        reconstruction = attack.run(job.update, model, Budget(job.config.time_budget_s))
-        return AttackOutcome(job, reconstruction, None, time.perf_counter() - started)
-    except Exception as failure:  # noqa: BLE001 - an attack's crash must not stop the federation
-        return AttackOutcome(job, None, _describe(failure), time.perf_counter() - started)
+    return execute_batch([job], attack_class)[0]
 
 
 def execute_batch(jobs: Sequence[AttackJob], attack_class: type[Attack] | None = None) -> list[AttackOutcome]:
     """Run jobs of one batch key as one :meth:`~fedleak.attacks.Attack.run_batch`.
 
-    Each outcome's ``seconds`` is the whole batch's. If the batch fails, every job is
-    re-run alone, so a failure is reported only for the jobs it belongs to.
+    Each outcome's ``seconds`` is its batch's. If a batch fails, its halves run on their
+    own, down to single jobs: a failure is reported only for the jobs it belongs to, and
+    a batch too large for the GPU's memory is split until it fits.
     """
     first = jobs[0]
-    if len(jobs) == 1:
-        return [execute(first, attack_class)]
     started = time.perf_counter()
     try:
         attack = (attack_class or ATTACKS.get(first.attack))(first.config)
         model = first.model.with_weights(first.update.global_weights)
-        reconstructions = attack.run_batch([job.update for job in jobs], model, Budget(first.config.time_budget_s))
-    except Exception as failure:  # noqa: BLE001 - fall back to one by one, where each failure is its own
-        _log.warning("a batch of %d %s attacks failed (%s); running them one by one",
+        budget = Budget(first.config.time_budget_s)
+        reconstructions = (attack.run_batch([job.update for job in jobs], model, budget) if len(jobs) > 1
+                           else [attack.run(first.update, model, budget)])
+    except Exception as failure:  # noqa: BLE001 - an attack's crash must not stop the federation
+        if isinstance(failure, torch.OutOfMemoryError):
+            torch.cuda.empty_cache()  # give back what the failed attempt cached, for the halves or the next job
+        if len(jobs) == 1:
+            return [AttackOutcome(first, None, _describe(failure), time.perf_counter() - started)]
+        _log.warning("a batch of %d %s attacks failed (%s); running it in halves",
                      len(jobs), first.attack, _describe(failure))
-        return [execute(job, attack_class) for job in jobs]
+        half = len(jobs) // 2
+        return [*execute_batch(jobs[:half], attack_class), *execute_batch(jobs[half:], attack_class)]
     seconds = time.perf_counter() - started
     return [AttackOutcome(job, reconstruction, None, seconds) for job, reconstruction in zip(jobs, reconstructions)]
 
@@ -102,8 +103,15 @@ def batches(jobs: Sequence[AttackJob], max_batch: int) -> list[list[AttackJob]]:
 def _describe(failure: Exception) -> str:
     if isinstance(failure, AttackNotApplicable):
         return f"not applicable: {failure}"
+    if isinstance(failure, torch.OutOfMemoryError):
+        return f"out of GPU memory: {first_line(failure)}"
     frame = traceback.extract_tb(failure.__traceback__)[-1]
-    return f"{type(failure).__name__}: {failure} ({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})"
+    return f"{type(failure).__name__}: {first_line(failure)} ({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})"
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message as one line (its first), or its type's name when it has none."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 class AttackRunner(ABC):

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import ray
 
-from fedleak.attacks import ATTACKS, Attack
+from fedleak.attacks import ATTACKS, Attack, Reconstruction
 from fedleak.config import RunnerConfig
-from fedleak.runner.base import AttackJob, AttackOutcome, AttackRunner, OutcomeCallback, execute_batch
+from fedleak.runner.base import AttackJob, AttackOutcome, AttackRunner, OutcomeCallback, execute_batch, first_line
 
 _log = logging.getLogger(__name__)
 _CANCELLED = "cancelled: the run ended before the attack finished"
@@ -39,12 +39,18 @@ _POLL_S = 0.05
 """How often the dispatcher looks for finished attacks and expired deadlines."""
 
 
+_Result = tuple[Reconstruction | None, str | None, float]
+"""An :class:`AttackOutcome` less its job, as a worker returns it."""
+
+
 @ray.remote
 class AttackWorker:
     """One batch of attacks at a time, in its own process (and on its share of a GPU)."""
 
-    def run(self, jobs: list[AttackJob], attack_class: type[Attack]) -> list[AttackOutcome]:
-        return execute_batch(jobs, attack_class)
+    def run(self, jobs: list[AttackJob], attack_class: type[Attack]) -> list[_Result]:
+        """Each job's outcome without the job: the dispatcher has it, and sending its
+        weights back would double what crosses the process boundary."""
+        return [(o.reconstruction, o.error, o.seconds) for o in execute_batch(jobs, attack_class)]
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,7 @@ class RayRunner(AttackRunner):
             _log.exception("the attack pool could not start")
             where = f" at {self.config.address}" if self.config.address else ""
             self._stopping = True
-            self._stop_reason = f"runner failed: could not start the Ray pool{where}: {_first_line(error)}"
+            self._stop_reason = f"runner failed: could not start the Ray pool{where}: {first_line(error)}"
 
     def submit(self, jobs: Sequence[AttackJob], on_done: OutcomeCallback) -> None:
         """Queue ``jobs``; with a full queue, wait for room (``block``) or report a job rejected."""
@@ -159,7 +165,7 @@ class RayRunner(AttackRunner):
                 self._step()
         except Exception as error:  # noqa: BLE001 - e.g. Ray shut down under us: fail the jobs, never hang
             _log.exception("the attack dispatcher stopped")
-            self._abandon(f"runner failed: {type(error).__name__}: {_first_line(error)}")
+            self._abandon(f"runner failed: {type(error).__name__}: {first_line(error)}")
 
     def _step(self) -> None:
         with self._changed:
@@ -233,12 +239,12 @@ class RayRunner(AttackRunner):
             return
         worker = running.worker
         try:
-            outcomes = ray.get(ref)
+            outcomes = [AttackOutcome(item.job, *result) for item, result in zip(running.batch, ray.get(ref))]
         except ray.exceptions.RayActorError as error:
-            outcomes = self._failed(running, f"worker died: {_first_line(error)}")
+            outcomes = self._failed(running, f"worker died: {first_line(error)}")
             worker = self._new_worker()
         except ray.exceptions.RayError as error:  # e.g. the jobs or their outcomes could not be (de)serialised
-            outcomes = self._failed(running, f"{type(error).__name__}: {_first_line(error)}")
+            outcomes = self._failed(running, f"{type(error).__name__}: {first_line(error)}")
         self._report(running, outcomes, worker)
 
     def _expire(self) -> None:
@@ -272,6 +278,3 @@ def _gpus_per_worker(config: RunnerConfig) -> float:
         return config.num_gpus
     return min(1.0, ray.cluster_resources().get("GPU", 0.0) / config.workers)
 
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
