@@ -72,9 +72,7 @@ def execute_batch(jobs: Sequence[AttackJob], attack_class: type[Attack] | None =
     try:
         attack = (attack_class or ATTACKS.get(first.attack))(first.config)
         model = first.model.with_weights(first.update.global_weights)
-        budget = Budget(first.config.time_budget_s)
-        reconstructions = (attack.run_batch([job.update for job in jobs], model, budget) if len(jobs) > 1
-                           else [attack.run(first.update, model, budget)])
+        reconstructions = attack.run_batch([job.update for job in jobs], model, Budget(first.config.time_budget_s))
     except Exception as failure:  # noqa: BLE001 - an attack's crash must not stop the federation
         if isinstance(failure, torch.OutOfMemoryError):
             torch.cuda.empty_cache()  # give back what the failed attempt cached, for the halves or the next job
