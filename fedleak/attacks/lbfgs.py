@@ -11,9 +11,22 @@ at the trial step its own line search asks for. The line search is scalar logic 
 problem (:func:`_wolfe_search`, a generator that yields steps and receives f and the
 slope ∇fᵀd there); the vectors — trial points, gradients, histories, the two-loop
 recursion — are stacked, so the expensive part is one vectorised call whatever each
-problem is doing. A problem stops when its objective falls below ``tolerance``, when
-its evaluations run out, or when a line search finds no lower point (it has converged
-as far as floating point allows).
+problem is doing.
+
+A line search that finds no lower point (its budget spent, or its interval too short
+to matter) does not end its problem. The problem stays where it was, forgets its
+history and restarts from steepest descent (H₀ = I), as the L-BFGS-B code does when its
+line search fails (Zhu, Byrd, Lu & Nocedal, ACM TOMS 23(4), 1997: "refresh the lbfgs
+memory and restart the iteration"). Where that code gives up if −∇f fails too, here the
+restart's first step (lr·min(1, 1/‖∇f‖₁), as for a problem's first step) is multiplied
+by ``shrink`` once more for every failed search in a row; the factor goes back to 1
+after a successful move.
+
+A problem stops when its objective falls below ``tolerance``, when its evaluations run
+out, or when its next search could not move x: its first step times ‖d‖_max is below
+``min_interval`` (a zero gradient, or a step shrunk until it no longer moves x), so a
+problem cannot spin. With ``line_search = "none"`` every step is taken, and the
+problem stops only on ``tolerance`` or its evaluations.
 """
 
 from __future__ import annotations
@@ -47,7 +60,10 @@ class LBFGSOptions:
     c1: float = 1e-4
     c2: float = 0.9
     min_interval: float = 1e-9
-    """The zoom stops once its interval moves x by less than this (in the max norm)."""
+    """The zoom stops once its interval moves x by less than this (in the max norm), and a
+    search whose first step would move x by less is not started (its problem stops)."""
+    shrink: float = 0.1
+    """The factor on a problem's step after each line search in a row that found no lower point."""
 
 
 @dataclass
@@ -199,9 +215,10 @@ def minimize(evaluate: Evaluate, x: torch.Tensor, options: LBFGSOptions, deadlin
     evaluations = torch.ones(len(x), dtype=torch.long, device=x.device)
     history = _History(len(x), options.history, x.shape[1], x)
     direction = -gradient
-    first_step = options.lr * (1 / gradient.abs().sum(dim=1)).clamp_max(1)
-    active = loss.isfinite() & (loss >= options.tolerance) & (evaluations < options.max_evaluations)
-    searches = _start_searches(every[active], first_step, loss, gradient, direction, evaluations, options)
+    factor = torch.ones_like(loss)  # per problem: shrink ** (its failed searches since it last moved)
+    first_steps = _steepest_step(gradient, factor, options)
+    searches = _start_searches(every[_unfinished(loss, evaluations, options)], first_steps, loss, gradient, direction,
+                               evaluations, options)
     while searches and not deadline.expired():
         rows = torch.tensor(sorted(searches), device=x.device)
         steps = torch.tensor([searches[k].pending for k in rows.tolist()], dtype=x.dtype, device=x.device)
@@ -218,29 +235,66 @@ def minimize(evaluate: Evaluate, x: torch.Tensor, options: LBFGSOptions, deadlin
             except StopIteration as answer:
                 accepted[k] = answer.value
         moved = _move(accepted, searches, x, loss, gradient, direction, history)
-        still = (evaluations < options.max_evaluations) & loss.isfinite() & (loss >= options.tolerance)
+        failed = torch.tensor(sorted(k for k, index in accepted.items() if index == _NO_MOVE),
+                              dtype=torch.long, device=x.device)
+        # A failed search blames the direction first (the history), then the step: retry
+        # along −∇f, each time from a step ``shrink`` times shorter than the last.
+        _steepest_descent(failed, gradient, direction, history)
+        factor[moved] = 1
+        factor[failed] *= options.shrink
+        next_steps = torch.full_like(loss, options.lr)  # after a move: the quasi-Newton step
+        next_steps[failed] = _steepest_step(gradient[failed], factor[failed], options)
         for k in accepted:
             del searches[k]
-        restart = moved[still[moved]]
-        searches.update(_start_searches(restart, torch.full_like(loss, options.lr), loss, gradient, direction,
-                                        evaluations, options))
+        again = torch.cat([moved, failed])
+        again = again[_unfinished(loss, evaluations, options)[again]]
+        searches.update(_start_searches(again, next_steps, loss, gradient, direction, evaluations, options))
     return LBFGSResult(x, loss, evaluations)
+
+
+def _unfinished(loss: torch.Tensor, evaluations: torch.Tensor, options: LBFGSOptions) -> torch.Tensor:
+    """Which problems may go on: evaluations left, and a finite objective not yet below ``tolerance``."""
+    return (evaluations < options.max_evaluations) & loss.isfinite() & (loss >= options.tolerance)
+
+
+def _steepest_step(gradient: torch.Tensor, factor: torch.Tensor, options: LBFGSOptions) -> torch.Tensor:
+    """The first step along −∇f: ``factor``·lr·min(1, 1/‖∇f‖₁), as in ``torch.optim.LBFGS`` (without
+    a history there is no curvature to scale the step by, so the gradient's size bounds it)."""
+    return factor * options.lr * (1 / gradient.abs().sum(dim=1)).clamp_max(1)
+
+
+def _steepest_descent(rows: torch.Tensor, gradient: torch.Tensor, direction: torch.Tensor, history: _History) -> None:
+    """Forget the history of the problems ``rows`` and point them along −∇f (H = I)."""
+    history.clear(rows)
+    direction[rows] = -gradient[rows]
 
 
 def _start_searches(
     rows: torch.Tensor, steps: torch.Tensor, loss: torch.Tensor, gradient: torch.Tensor, direction: torch.Tensor,
     evaluations: torch.Tensor, options: LBFGSOptions,
 ) -> dict[int, _Search]:
+    """A line search from ``steps[k]`` along ``direction[k]`` for each problem k of ``rows``.
+
+    A strong-Wolfe search whose first step would move x by less than ``min_interval``
+    (max norm, the bound the zoom stops at) is not started, and its problem stops there:
+    its gradient is zero, or its step has shrunk so far after failed searches that it no
+    longer moves x. Between two moves a problem therefore fails at most
+    log(step·‖d‖_max / min_interval) / log(1 / shrink) + 1 searches, each of at most
+    ``max_search_evaluations``; every move lowers f.
+    """
     slopes = (gradient[rows] * direction[rows]).sum(dim=1).tolist()
     scales = direction[rows].abs().amax(dim=1).tolist()
     searches = {}
     for k, slope, scale in zip(rows.tolist(), slopes, scales):
+        step = float(steps[k])
         if options.line_search == "none":
-            steps_of_k = _fixed_step(float(steps[k]))
+            steps_of_k = _fixed_step(step)
+        elif step * scale < options.min_interval:
+            continue
         else:
             budget = min(options.max_search_evaluations, options.max_evaluations - int(evaluations[k]))
             start = _Trial(0.0, float(loss[k]), slope, _NO_MOVE)
-            steps_of_k = _wolfe_search(start, float(steps[k]), scale, options, budget)
+            steps_of_k = _wolfe_search(start, step, scale, options, budget)
         searches[k] = _Search(steps_of_k, next(steps_of_k))
     return searches
 
@@ -249,9 +303,9 @@ def _move(
     accepted: dict[int, int], searches: dict[int, _Search], x: torch.Tensor, loss: torch.Tensor,
     gradient: torch.Tensor, direction: torch.Tensor, history: _History,
 ) -> torch.Tensor:
-    """Move each problem whose search ended to its accepted trial, update its history and
-    direction; the problems that moved (a search without a lower point leaves its problem
-    where it was, and ends it)."""
+    """Move each problem whose search ended at a lower trial to it, update its history and
+    direction; return the problems that moved (a search without a lower point leaves its
+    problem where it was, for :func:`minimize` to restart)."""
     moves = {k: searches[k].trials[index] for k, index in accepted.items() if index != _NO_MOVE}
     rows = torch.tensor(sorted(moves), dtype=torch.long, device=x.device)
     if not moves:
@@ -262,7 +316,6 @@ def _move(
     x[rows], gradient[rows] = points, gradients
     loss[rows] = torch.tensor([moves[k][1] for k in sorted(moves)], dtype=loss.dtype, device=loss.device)
     direction[rows] = history.direction(rows, gradients)
-    uphill = rows[(gradients * direction[rows]).sum(dim=1) >= 0]  # rounding: forget the history, use −∇f
-    history.clear(uphill)
-    direction[uphill] = -gradient[uphill]
+    # Rounding can make the two-loop direction point uphill: forget the history, use −∇f.
+    _steepest_descent(rows[(gradients * direction[rows]).sum(dim=1) >= 0], gradient, direction, history)
     return rows
