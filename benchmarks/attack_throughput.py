@@ -52,13 +52,14 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedleak.attacks import ATTACKS
 from fedleak.data import ImageDataset, load_dataset
-from fedleak.federation import build_server_app, new_run_dir, records, run_simulated
+from fedleak.federation import build_server_app, records, run_simulated
 from fedleak.federation.server import mean_train_loss
 from fedleak.metrics import SUCCESS_MSE
 from fedleak.models import ModelSpec
 from fedleak.progress import Progress
 from fedleak.runner import AttackJob, AttackOutcome, execute, execute_batch
 from fedleak.scenario import Scenario, parse_scenario
+from fedleak.store import new_run_dir
 from fedleak.training import evaluate, offline_update
 
 from mnist_setup import lenet_on_mnist, machine, mnist_parser
@@ -204,7 +205,7 @@ def plain_fedavg_app(scenario: Scenario, stamps: _Stamps) -> ServerApp:
     @app.main()
     def _main(grid: Grid, context: Context) -> None:
         splits = load_dataset(scenario.dataset)
-        spec = records.model_spec(scenario, splits)
+        spec = scenario.model_spec(splits)
         test = splits.test.subset(slice(scenario.federation.test_samples))
         fedavg = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=1,
                         min_available_nodes=scenario.partition.num_clients, train_metrics_aggr_fn=mean_train_loss)
@@ -251,7 +252,7 @@ def round_scenario(args, arm: str) -> Scenario:
 def round_times(args, arm: str, out: Path) -> list[float]:
     scenario, stamps = round_scenario(args, arm), _Stamps()
     app = (plain_fedavg_app(scenario, stamps) if arm == "fedavg"
-           else build_server_app(lambda _: (scenario, new_run_dir(out, scenario)), stamps))
+           else build_server_app(lambda _: (scenario, new_run_dir(out, scenario.name)), stamps))
     run_simulated(app, scenario)
     if ray.is_initialized():
         ray.shutdown()

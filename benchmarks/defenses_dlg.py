@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedleak.federation import new_run_dir, simulate
+from fedleak.federation import simulate
 from fedleak.scenario import Scenario, parse_scenario
-from fedleak.store import ResultStore
+from fedleak.store import ResultStore, new_run_dir
 
 from mnist_setup import machine, mnist_parser
 
@@ -106,7 +106,7 @@ def measure(config: Configuration, args: argparse.Namespace, out: Path) -> dict[
     clients = config.clients or args.clients
     started = time.perf_counter()
     scenario = leakage_scenario(config, args.data_root, clients, min(clients, args.clients), args.iterations)
-    store = ResultStore.open_existing(simulate(scenario, new_run_dir(out, scenario)))
+    store = ResultStore.open_existing(simulate(scenario, new_run_dir(out, scenario.name)))
     result: dict[str, Any] = {"label": config.label, "clients": clients}
     for attack in ("dlg", "idlg"):
         rows = store.query("SELECT * FROM attack_results WHERE attack = ?", attack)
@@ -115,7 +115,7 @@ def measure(config: Configuration, args: argparse.Namespace, out: Path) -> dict[
     result["leakage seconds"] = time.perf_counter() - started
     if not args.skip_utility:
         scenario = utility_scenario(config, args.data_root)
-        store = ResultStore.open_existing(simulate(scenario, new_run_dir(out, scenario)))
+        store = ResultStore.open_existing(simulate(scenario, new_run_dir(out, scenario.name)))
         result["accuracy"] = store.query("SELECT test_accuracy FROM rounds ORDER BY round DESC LIMIT 1")[0][
             "test_accuracy"]
     return result

@@ -1,18 +1,25 @@
 """``fedleak …``: run scenarios and read their results.
 
-User errors end with one line on stderr naming the problem, and exit code 2.
+User errors end with one line on stderr naming the problem, and exit code 2, before
+anything starts: ``fedleak run`` validates the scenario and checks it against its data
+(:mod:`fedleak.preflight`) before it imports Flower or Ray. A run that fails (e.g. no
+client reply accepted in a round) ends with one line and exit code 1.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from fedleak.errors import FedleakError
+from fedleak.errors import FedleakError, RunFailed
+
+if TYPE_CHECKING:
+    from fedleak.store import ResultStore
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Federated learning with an adversarial server that reconstructs client data.")
@@ -30,41 +37,79 @@ def run(
         help="At the end, finish every attack (--wait) or cancel the rest (--no-wait); default: runner.wait.")] = None,
 ) -> None:
     """Run a scenario as a Flower simulation; store everything in a new run directory."""
-    from fedleak.data import load_dataset
-    from fedleak.federation import new_run_dir, simulate
-    from fedleak.progress import ConsoleProgress
+    from fedleak.preflight import check_runnable
     from fedleak.scenario import load_scenario
+    from fedleak.store import check_out_dir, new_run_dir
 
     resolved = load_scenario(scenario, [*set_, *([f"runner.wait={str(wait).lower()}"] if wait is not None else [])])
-    load_dataset(resolved.dataset)  # fail fast (exit 2) on a missing data root, before Ray starts
-    run_dir = new_run_dir(out, resolved)
+    check_out_dir(out)
+    check_runnable(resolved)
+    run_dir = new_run_dir(out, resolved.name)
+
+    from fedleak.federation import simulate  # Flower and Ray: only for a scenario that will run
+    from fedleak.progress import ConsoleProgress
+
     console.print(f"fedleak: running [bold]{resolved.name}[/] → {run_dir}")
     simulate(resolved, run_dir, ConsoleProgress(), verbose=verbose)
+    if not (run_dir / "results.sqlite").is_file():
+        raise RunFailed("the server stopped before storing anything (run with --verbose to see why)")
     results(run_dir)
+    _raise_if_failed(run_dir)
+
+
+def _raise_if_failed(run_dir: Path) -> None:
+    from fedleak.store import ResultStore
+
+    store = ResultStore.open_existing(run_dir)
+    try:
+        runs = store.query("SELECT status, error FROM runs")
+    finally:
+        store.close()
+    failed = [run for run in runs if run["status"] != "finished"]
+    if failed:
+        raise RunFailed(f"run {failed[0]['status']}: {failed[0]['error'] or 'no reason stored'}")
 
 
 _ATTACK_COUNTS = """
-SELECT SUM(status = 'ok') AS ok, SUM(status = 'failed' AND error NOT LIKE 'cancelled:%') AS failed,
-       SUM(status = 'failed' AND error LIKE 'cancelled:%') AS cancelled
+SELECT SUM(status = 'ok') AS ok, SUM(status = 'failed') AS failed, SUM(status = 'not applicable') AS not_applicable,
+       SUM(status = 'cancelled') AS cancelled
 FROM attack_results WHERE run_id = ?"""
+_REPLY_COUNTS = """
+SELECT SUM(status IS NULL OR status = 'accepted') AS accepted, SUM(status = 'rejected') AS rejected,
+       SUM(status = 'failed') AS failed
+FROM updates WHERE run_id = ?"""
 
 
 @app.command()
 def results(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
-    """Print the per-round table of a run."""
-    from fedleak.report import round_table
+    """Print the per-round table of a run (read-only: the run directory is not changed)."""
     from fedleak.store import ResultStore
 
     store = ResultStore.open_existing(run_dir)
-    for run_row in store.query("SELECT run_id, status, risk_index FROM runs"):
-        console.print(round_table(store, run_row["run_id"]))
-        risk = "not auditable" if run_row["risk_index"] is None else f"{run_row['risk_index']:.3f}"
-        attacks = store.query(_ATTACK_COUNTS, run_row["run_id"])[0]
-        console.print(f"attacks: {attacks['ok'] or 0} finished, {attacks['failed'] or 0} failed, "
-                      f"{attacks['cancelled'] or 0} cancelled at the end of the run")
-        console.print(f"status: {run_row['status']} · model risk index: {risk} (fedleak audit; 0 = fully recoverable)"
-                      f" · images: {run_dir / 'images'}")
-    store.close()
+    try:
+        for run_row in store.query("SELECT run_id, status, error, risk_index FROM runs"):
+            _print_run(store, run_dir, run_row)
+    except sqlite3.Error as error:  # a database with fedleak's tables but not its columns
+        raise FedleakError(f"{run_dir}: not a fedleak results database ({error})") from None
+    finally:
+        store.close()
+
+
+def _print_run(store: ResultStore, run_dir: Path, run_row: dict[str, Any]) -> None:
+    from fedleak.report import round_table
+
+    console.print(round_table(store, run_row["run_id"]))
+    risk = "not auditable" if run_row["risk_index"] is None else f"{run_row['risk_index']:.3f}"
+    replies = store.query(_REPLY_COUNTS, run_row["run_id"])[0]
+    console.print(f"client replies: {replies['accepted'] or 0} accepted, {replies['rejected'] or 0} rejected, "
+                  f"{replies['failed'] or 0} failed")
+    attacks = store.query(_ATTACK_COUNTS, run_row["run_id"])[0]
+    console.print(f"attacks: {attacks['ok'] or 0} finished, {attacks['failed'] or 0} failed, "
+                  f"{attacks['not_applicable'] or 0} not applicable, "
+                  f"{attacks['cancelled'] or 0} cancelled at the end of the run")
+    error = f" ({run_row['error']})" if run_row["error"] else ""
+    console.print(f"status: {run_row['status']}{error} · model risk index: {risk} (fedleak audit; "
+                  f"0 = fully recoverable) · images: {run_dir / 'images'}", markup=False)
 
 
 @app.command()
@@ -121,6 +166,9 @@ def main() -> None:
     except FedleakError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except RunFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
     except (typer.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)
         sys.exit(130)

@@ -9,15 +9,26 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Strict(BaseModel):
-    """Base for every config record: unknown keys are errors, values are re-validated."""
+    """Base for every config record: unknown keys are errors, values are re-validated, and
+    no number is infinite or NaN (an infinite budget or learning rate validates but breaks
+    the run later, after Ray has started)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True, allow_inf_nan=False)
+
+
+MAX_SEED = 2**32 - 1
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+"""A random seed: numpy's seed sequences take no negative numbers, torch's generators
+nothing beyond 64 bits, and derived seeds (seed × 1,000,003 + round) must stay within both."""
+
+Width = Annotated[int, Field(ge=1, le=65_536)]
+"""A layer's width or channel count (0 would build an empty layer that fails at the first step)."""
 
 
 class DatasetConfig(Strict):
@@ -35,38 +46,46 @@ class DatasetConfig(Strict):
 class PartitionConfig(Strict):
     num_clients: int = Field(4, ge=1, le=10_000)
     method: Literal["iid", "dirichlet"] = "iid"
-    alpha: float = Field(0.5, gt=0)
+    alpha: float = Field(0.5, gt=0, le=1e6)
     """Dirichlet concentration (``method = "dirichlet"``): small is more skewed."""
-    min_partition_size: int = Field(2, ge=0)
+    min_partition_size: int = Field(2, ge=1)
+    """Dirichlet: the fewest images a client may get (at least one, or a client has nothing to train on)."""
+
+
+MAX_LR = 1000.0
+"""Steps this large move weights by orders of magnitude more than their scale (a typo, not a
+study); a smaller rate that still diverges is caught at the server, as non-finite replies."""
+MAX_LOCAL_STEPS = 1_000_000
+MAX_ROUNDS = 100_000
 
 
 class TrainingConfig(Strict):
     """What the server configures for local training (and therefore knows)."""
 
     algorithm: Literal["fedsgd", "fedavg"] = "fedsgd"
-    lr: float = Field(0.1, gt=0)
-    batch_size: int = Field(1, ge=1)
-    local_epochs: int = Field(1, ge=1)
+    lr: float = Field(0.1, gt=0, le=MAX_LR)
+    batch_size: int = Field(1, ge=1, le=1_000_000)
+    local_epochs: int = Field(1, ge=1, le=1_000_000)
     """FedAvg: passes over the shard (ignored when ``local_steps`` > 0)."""
-    local_steps: int = Field(0, ge=0)
+    local_steps: int = Field(0, ge=0, le=MAX_LOCAL_STEPS)
     """FedAvg: a fixed number of SGD steps instead of epochs (0 = use epochs)."""
 
 
 class FederationConfig(Strict):
-    rounds: int = Field(3, ge=1)
+    rounds: int = Field(3, ge=1, le=MAX_ROUNDS)
     fraction_train: float = Field(1.0, gt=0, le=1)
     client_cpus: float = Field(1.0, gt=0)
     """CPU cores Ray reserves per simulated client."""
-    test_samples: int = Field(500, ge=1)
+    test_samples: int = Field(500, ge=1, le=10_000_000)
     """Test images for the server-side utility metric (global-model accuracy)."""
 
 
 class CaptureConfig(Strict):
     """Which captured updates the server attacks (every update is recorded)."""
 
-    rounds: list[int] = Field(default_factory=list)
+    rounds: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
     """Rounds to attack; empty means every round."""
-    clients: list[int] = Field(default_factory=list)
+    clients: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
     """Partition ids to attack; empty means every client."""
 
     def selects(self, server_round: int, partition_id: int | None) -> bool:
@@ -79,7 +98,7 @@ class CaptureConfig(Strict):
 class RandomQueryConfig(Strict):
     """A malicious server's random-parameter query (see :mod:`fedleak.malicious`)."""
 
-    rounds: list[int] = Field(default_factory=list)
+    rounds: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
     """Rounds in which the server sends freshly random weights instead of the global model; empty = never."""
     bias_scale: float = Field(1.0, ge=0)
     """First-layer bias std (weights are N(0, 1/fan_in), so wᵀx has std ≈ 1 for a normalised input; 0: zero bias)."""
@@ -120,7 +139,7 @@ class RunnerConfig(Strict):
     max_batch: int = Field(64, ge=1)
     """At most this many attacks of one kind against one round's model (clients × their
     restarts) run as one vectorised optimisation, where the attack supports it; 1: one by one."""
-    workers: int = Field(2, ge=1)
+    workers: int = Field(2, ge=1, le=1024)
     """Worker actors; each runs one attack at a time."""
     num_cpus: float = Field(0.0, ge=0)
     """CPUs each worker reserves. 0 by default: in a simulation Flower's client actors reserve

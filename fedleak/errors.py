@@ -7,3 +7,17 @@ class FedleakError(Exception):
     The message is a single line that names the offending key and, where there is a
     closed set, the allowed values. The CLI prints it without a traceback and exits 2.
     """
+
+
+def first_line(error: BaseException | str) -> str:
+    """A message's first line; an exception without one gives its type's name."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__ if isinstance(error, BaseException) else ""
+
+
+class RunFailed(Exception):
+    """The run cannot go on, e.g. a round in which the server accepted no reply.
+
+    The server stores the message as the run's error and ends the run as ``failed``;
+    ``fedleak run`` prints it on one line and exits 1.
+    """

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedleak.attacks import Reconstruction
+from fedleak.attacks import AttackStatus, Reconstruction
 from fedleak.config import TrainingConfig
 from fedleak.data import DataPlan, ImageDataset
 from fedleak.metrics import MatchedScores, score
@@ -21,15 +21,16 @@ from fedleak.updates import ClientUpdate
 
 @dataclass
 class AttackResult:
-    """One attack on one captured update, scored (or failed, with its reason)."""
+    """One attack on one captured update, scored (or not, with its reason)."""
 
     run_id: str
     server_round: int
     node_id: int
     partition_id: int
     attack: str
-    status: str  # "ok" | "failed"
+    status: AttackStatus
     seconds: float
+    """This attack's share of the time of the batch it ran in (the batch's wall time / its size)."""
     metrics: dict[str, float | None] = field(default_factory=dict)
     num_reconstructed: int = 0
     num_ground_truth: int = 0
@@ -43,6 +44,10 @@ class AttackResult:
     extras: dict[str, Any] = field(default_factory=dict)
     random_query: bool = False
     """The attacked update answered a random-parameter query (a malicious server's)."""
+    batch_seconds: float | None = None
+    """Wall time of the whole batch this attack ran in (``None``: it did not run)."""
+    batch_size: int = 1
+    """Attacks solved together in that batch."""
 
 
 class Evaluator:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 
 from fedleak.evaluation import AttackResult
+from fedleak.updates import RejectedReply
 
 
 class Progress:
     """Receives run events; the base class ignores them (library use, tests)."""
 
-    def round_captured(self, server_round: int, num_rounds: int, captured: int, attacked: int) -> None: ...
+    def round_captured(self, server_round: int, num_rounds: int, captured: int, attacked: int,
+                       rejected: list[RejectedReply] | None = None) -> None: ...
 
     def attack_finished(self, result: AttackResult) -> None: ...
 
@@ -23,14 +26,20 @@ class ConsoleProgress(Progress):
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
 
-    def round_captured(self, server_round: int, num_rounds: int, captured: int, attacked: int) -> None:
+    def round_captured(self, server_round: int, num_rounds: int, captured: int, attacked: int,
+                       rejected: list[RejectedReply] | None = None) -> None:
         self.console.print(f"[bold]round {server_round}/{num_rounds}[/]: captured {captured} updates, "
                            f"attacking {attacked}")
+        for reply in rejected or []:
+            who = "a client" if reply.partition_id is None else f"client {reply.partition_id}"
+            self.console.print(f"  [red]{reply.status}[/]: reply of {who} (node {reply.node_id}): "
+                               f"{escape(reply.reason)}")
 
     def attack_finished(self, result: AttackResult) -> None:
         where = f"  {result.attack:<10} client {result.partition_id:<3}"
         if result.status != "ok":
-            self.console.print(f"{where} [red]failed[/]: {result.error}")
+            colour = "yellow" if result.status in ("not applicable", "cancelled") else "red"
+            self.console.print(f"{where} [{colour}]{result.status}[/]: {escape(result.error or '')}")
             return
         m = result.metrics
         labels = "" if m.get("label_accuracy") is None else f"  labels {m['label_accuracy']:.0%}"

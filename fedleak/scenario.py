@@ -33,14 +33,15 @@ from fedleak.config import (
     FederationConfig,
     PartitionConfig,
     RunnerConfig,
+    Seed,
     Strict,
     ThreatModel,
     TrainingConfig,
 )
-from fedleak.data import DATASETS
+from fedleak.data import DATASETS, DatasetSplits
 from fedleak.defenses import DEFENSES, DefensePipeline
 from fedleak.errors import FedleakError
-from fedleak.models import MODELS
+from fedleak.models import MODELS, ModelSpec
 from fedleak.registry import Registry
 
 
@@ -64,6 +65,8 @@ def _component(registry: Registry[Any]) -> tuple[BeforeValidator, PlainSerialize
             raise ValueError(f"expected a table with a 'name' key (a {registry.kind})")
         params = dict(value)
         name = params.pop("name")
+        if not isinstance(name, str):
+            raise ValueError(f"name: expected the {registry.kind}'s name as a string, got {type(name).__name__}")
         if name not in registry:
             raise ValueError(
                 f"name: unknown {registry.kind} '{name}'; allowed: {', '.join(registry.names())}"
@@ -86,7 +89,7 @@ class Scenario(Strict):
     """Everything a run needs; ``Scenario.model_validate`` checks it all."""
 
     name: str = Field("scenario", pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = 0
+    seed: Seed = 0
     dataset: DatasetConfig = DatasetConfig()
     partition: PartitionConfig = PartitionConfig()
     model: ModelComponent = Field(default_factory=lambda: {"name": "lenet"}, validate_default=True)
@@ -118,11 +121,30 @@ class Scenario(Strict):
         return self
 
     @model_validator(mode="after")
+    def _rounds_and_clients_exist(self) -> Scenario:
+        rounds, clients = self.federation.rounds, self.partition.num_clients
+        for key, values, bound in (("capture.rounds", self.capture.rounds, rounds),
+                                   ("threat.random_query.rounds", self.threat.random_query.rounds, rounds),
+                                   ("capture.clients", self.capture.clients, clients - 1)):
+            beyond = [value for value in values if value > bound]
+            if beyond:
+                raise ValueError(f"{key}: {beyond[0]} is beyond the last one ({bound})")
+        return self
+
+    @model_validator(mode="after")
     def _random_query_on_message_path(self) -> Scenario:
         # The legacy (SecAgg+) server sends the global model through Flower's own workflow.
         if self.threat.random_query.rounds and self.defense_pipeline().legacy_path:
             raise ValueError("threat.random_query: not supported with secure aggregation (the legacy path)")
         return self
+
+    def model_spec(self, splits: DatasetSplits) -> ModelSpec:
+        """The architecture for this scenario's model on this dataset."""
+        mean, std = splits.channel_stats
+        if self.dataset.normalization == "pixel":
+            mean = splits.pixel_mean
+        return ModelSpec(self.model.name, self.model.config, splits.image_shape,  # type: ignore[arg-type]
+                         splits.num_classes, mean, std)
 
     def defense_pipeline(self) -> DefensePipeline:
         """The client-side defenses, in the order listed."""
@@ -142,7 +164,11 @@ def load_scenario(path: str | Path, overrides: Iterable[str] = ()) -> Scenario:
     if not path.is_file():
         raise FedleakError(f"scenario file not found: {path}")
     try:
-        table = tomllib.loads(path.read_text())
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise FedleakError(f"{path}: cannot read: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise FedleakError(f"{path}: not UTF-8 text (byte {error.start}); TOML files are UTF-8") from None
     except tomllib.TOMLDecodeError as error:
         raise FedleakError(f"{path}: invalid TOML: {error}") from None
     for override in overrides:
@@ -162,12 +188,15 @@ def apply_override(table: dict[str, Any], override: str) -> None:
     """Apply one ``dotted.key=value`` override; the value is read as a TOML literal
     (``3``, ``true``, ``[1, 2]``) and otherwise taken as a plain string."""
     key, sep, raw = override.partition("=")
-    if not sep or not key.strip():
+    key = key.strip()
+    if not sep or not key:
         raise FedleakError(f"--set expects key=value, got '{override}'")
-    *parents, leaf = key.strip().split(".")
+    *parents, leaf = key.split(".")
+    if "" in (*parents, leaf):
+        raise FedleakError(f"--set {key}: empty part in the key (write a.b.c)")
     node: Any = table
-    for part in parents:
-        node = _child(node, part, key)
+    for depth, part in enumerate(parents):
+        node = _child(node, part, key, ".".join(parents[: depth + 1]))
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -178,10 +207,12 @@ def apply_override(table: dict[str, Any], override: str) -> None:
         node[leaf] = value
 
 
-def _child(node: Any, part: str, key: str) -> Any:
-    if isinstance(node, list):
-        return node[_index(node, part, key)]
-    return node.setdefault(part, {})
+def _child(node: Any, part: str, key: str, path: str) -> Any:
+    """The table or list at ``part`` of ``node`` (a new table if absent): what ``path`` names."""
+    child = node[_index(node, part, key)] if isinstance(node, list) else node.setdefault(part, {})
+    if not isinstance(child, dict | list):
+        raise FedleakError(f"--set {key}: '{path}' is a value ({type(child).__name__}), not a table or list")
+    return child
 
 
 def _index(node: list[Any], part: str, key: str) -> int:

@@ -1,9 +1,11 @@
 """The results store: one SQLite database (WAL) plus PNG grids in a run directory.
 
 Every write commits at once, so a crash later in a run loses nothing already stored.
-Layout of a run directory::
+Readers (:meth:`ResultStore.open_existing`) open the database read-only and create nothing.
+Layout of a run directory (private to its owner: 0700)::
 
-    results.sqlite      runs, rounds (utility, ε), updates (ε), attack_results (ε)
+    results.sqlite      runs (status, error), rounds (utility, ε), updates (accepted, rejected or
+                        failed replies; ε), attack_results (status, ε, time)
     scenario.toml       the resolved scenario (re-runnable with ``fedleak run``)
     images/             r{round}-p{partition}-{attack}.png: truth row above reconstruction row
 """
@@ -11,22 +13,57 @@ Layout of a run directory::
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import sqlite3
 import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torchvision.utils import save_image
 
 from fedleak.errors import FedleakError
-from fedleak.evaluation import AttackResult
-from fedleak.privacy import NO_EPSILON, Epsilon
-from fedleak.updates import ClientUpdate
+from fedleak.updates import ClientUpdate, RejectedReply
+
+if TYPE_CHECKING:  # reading a run needs neither the scoring (torchmetrics) nor the accountant (Opacus)
+    from fedleak.evaluation import AttackResult
+    from fedleak.privacy import Epsilon
 
 DATABASE = "results.sqlite"
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Whether run directories can be made in ``out_dir`` (created with its parents if
+    absent), without making anything: checked before a run's slow start.
+
+    Raises:
+        FedleakError: ``out_dir``, or the nearest existing folder above it, is a file or not writable.
+    """
+    existing = next(path for path in [Path(out_dir), *Path(out_dir).absolute().parents] if path.exists())
+    if not existing.is_dir():
+        raise FedleakError(f"--out {out_dir}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise FedleakError(f"--out {out_dir}: {existing} is not writable")
+
+
+def new_run_dir(out_dir: Path, name: str) -> Path:
+    """Create ``<out>/<name>-<UTC time>-<4 hex>`` (unique, sortable, never reused), private to its owner.
+
+    Raises:
+        FedleakError: ``out_dir`` cannot hold a run directory (a file, or not writable).
+    """
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    run_dir = Path(out_dir) / f"{name}-{stamp}-{secrets.token_hex(2)}"
+    try:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(mode=0o700)
+        (run_dir / "images").mkdir(mode=0o700)
+    except OSError as error:
+        raise FedleakError(f"--out {out_dir}: cannot create a run directory there: "
+                           f"{error.strerror or error}") from None
+    return run_dir
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -48,9 +85,10 @@ CREATE TABLE IF NOT EXISTS attack_results (
 """
 
 _ADDED_COLUMNS = {
-    "runs": {"risk_index": "REAL", "audit": "TEXT"},
-    "attack_results": {"label_count_accuracy": "REAL", "random_query": "INTEGER", "ssim_success_rate": "REAL"},
-    "updates": {"random_query": "INTEGER"},
+    "runs": {"risk_index": "REAL", "audit": "TEXT", "error": "TEXT"},
+    "attack_results": {"label_count_accuracy": "REAL", "random_query": "INTEGER", "ssim_success_rate": "REAL",
+                       "batch_seconds": "REAL", "batch_size": "INTEGER"},
+    "updates": {"random_query": "INTEGER", "status": "TEXT", "reason": "TEXT"},
 }
 """Columns newer than the first schema, added to every database (new or written before them) when opened."""
 
@@ -60,10 +98,16 @@ _METRICS = ("mse", "psnr", "ssim", "label_accuracy", "label_count_accuracy", "su
 class ResultStore:
     """Writes and reads one run directory's database. Safe to share across threads."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, read_only: bool = False) -> None:
         self.directory = Path(directory)
-        (self.directory / "images").mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
         self._lock = threading.Lock()
+        if read_only:
+            self._db = sqlite3.connect(f"{(self.directory / DATABASE).resolve().as_uri()}?mode=ro", uri=True,
+                                       check_same_thread=False)
+            self._db.row_factory = sqlite3.Row
+            return
+        (self.directory / "images").mkdir(mode=0o700, parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.directory / DATABASE, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -80,9 +124,24 @@ class ResultStore:
 
     @classmethod
     def open_existing(cls, directory: Path) -> ResultStore:
+        """A run directory's results, read-only: nothing is created or changed.
+
+        Raises:
+            FedleakError: no database there, or not one fedleak wrote (corrupt, another schema).
+        """
         if not (Path(directory) / DATABASE).is_file():
             raise FedleakError(f"not a run directory (no {DATABASE}): {directory}")
-        return cls(directory)
+        try:
+            store = cls(directory, read_only=True)
+            tables = {row["name"] for row in store.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.Error as error:
+            raise FedleakError(f"{Path(directory) / DATABASE}: cannot be read as a database: {error}") from None
+        missing = sorted({"runs", "rounds", "updates", "attack_results"} - tables)
+        if missing:
+            store.close()
+            raise FedleakError(f"{Path(directory) / DATABASE}: not a fedleak results database "
+                               f"(no table {', '.join(missing)})")
+        return store
 
     def _write(self, sql: str, values: tuple[Any, ...] | dict[str, Any]) -> None:
         with self._lock, self._db:
@@ -98,24 +157,32 @@ class ResultStore:
         self._write("UPDATE runs SET risk_index = ?, audit = ? WHERE run_id = ?",
                     (risk_index, json.dumps(audit), run_id))
 
-    def finish_run(self, run_id: str, status: str = "finished") -> None:
-        self._write("UPDATE runs SET finished = ?, status = ? WHERE run_id = ?", (time.time(), status, run_id))
+    def finish_run(self, run_id: str, status: str = "finished", error: str | None = None) -> None:
+        """``status`` is ``finished`` or ``failed``; ``error`` says why a run failed."""
+        self._write("UPDATE runs SET finished = ?, status = ?, error = ? WHERE run_id = ?",
+                    (time.time(), status, error, run_id))
 
     def record_round(self, run_id: str, server_round: int, accuracy: float, loss: float,
-                     epsilon: Epsilon = NO_EPSILON) -> None:
+                     epsilon: Epsilon | None = None) -> None:
         """The global model after ``server_round``: utility, and the worst client's ε so far."""
         self._write("INSERT OR REPLACE INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (run_id, server_round, accuracy, loss, time.time(), epsilon.update, epsilon.model))
+                    (run_id, server_round, accuracy, loss, time.time(), *_epsilons(epsilon)))
 
-    def record_update(self, update: ClientUpdate, epsilon: Epsilon = NO_EPSILON) -> None:
+    def record_update(self, update: ClientUpdate, epsilon: Epsilon | None = None) -> None:
         aggregate_of = json.dumps(list(update.aggregate_of)) if update.aggregate_of else None
         row = {
             "run_id": update.run_id, "round": update.server_round, "node_id": str(update.node_id),
             "partition_id": update.partition_id, **asdict(update.metadata), "update_norm": update.norm(),
-            "aggregate_of": aggregate_of, "epsilon": epsilon.update, "model_epsilon": epsilon.model,
-            "random_query": update.random_query,
+            "aggregate_of": aggregate_of, **dict(zip(("epsilon", "model_epsilon"), _epsilons(epsilon))),
+            "random_query": update.random_query, "status": "accepted",
         }
         self._insert("updates", row)
+
+    def record_rejection(self, reply: RejectedReply) -> None:
+        """A reply kept out of aggregation and attacks (status ``rejected`` or ``failed``), with why."""
+        self._insert("updates", {"run_id": reply.run_id, "round": reply.server_round, "node_id": str(reply.node_id),
+                                 "partition_id": reply.partition_id, "status": reply.status,
+                                 "reason": reply.reason})
 
     def record_attack(self, result: AttackResult, image: str | None = None) -> None:
         row = asdict(result)
@@ -140,6 +207,8 @@ class ResultStore:
         grid = torch.cat([pad(truth), pad(recon)])
         scale = max(1, 32 // grid.shape[-1])  # blow tiny images (8×8 digits) up to be seen
         grid = torch.nn.functional.interpolate(grid, scale_factor=scale, mode="nearest")
+        from torchvision.utils import save_image  # torchvision only where images are written
+
         save_image(grid, self.directory / path, nrow=columns, padding=1)
         return str(path)
 
@@ -148,5 +217,17 @@ class ResultStore:
             return [dict(row) for row in self._db.execute(sql, values)]
 
     def close(self) -> None:
+        """Close; a writer leaves a plain (rollback-journal) database behind, which a reader
+        opens read-only without creating WAL side files next to it."""
         with self._lock:
+            if not self.read_only:
+                try:
+                    self._db.execute("PRAGMA journal_mode=DELETE")
+                except sqlite3.OperationalError:  # another connection still reads: it stays in WAL mode
+                    pass
             self._db.close()
+
+
+def _epsilons(epsilon: Epsilon | None) -> tuple[float | None, float | None]:
+    """(ε against the server, ε of the model); ``None`` where nothing is accounted."""
+    return (None, None) if epsilon is None else (epsilon.update, epsilon.model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -67,3 +68,20 @@ class ClientUpdate:
 
     def norm(self) -> float:
         return float(torch.sqrt(sum((d.double() ** 2).sum() for d in self.delta.values())))
+
+
+@dataclass(frozen=True)
+class RejectedReply:
+    """A reply the server did not accept: kept out of aggregation and attacks, stored with why.
+
+    ``status`` is ``"rejected"`` when the reply failed the server's checks and ``"failed"``
+    when the client reported an error instead of training.
+    """
+
+    run_id: str
+    server_round: int
+    node_id: int
+    partition_id: int | None
+    """The partition the reply declared, when that was a valid id."""
+    status: Literal["rejected", "failed"]
+    reason: str

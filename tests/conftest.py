@@ -9,7 +9,6 @@ import torch
 
 from fedleak.adversary import Adversary
 from fedleak.data import build_plan, load_dataset
-from fedleak.federation.records import model_spec
 from fedleak.models import ModelSpec
 from fedleak.scenario import Scenario, parse_scenario
 from fedleak.training import offline_update
@@ -27,7 +26,7 @@ def fedsgd_update(scenario: Scenario, partition_id: int = 0, server_round: int =
     """Train one client on its planned batches, as the ClientApp does, and capture its update."""
     splits = load_dataset(scenario.dataset)
     plan = build_plan(scenario.seed, scenario.dataset, scenario.partition)
-    spec = model_spec(scenario, splits)
+    spec = scenario.model_spec(splits)
     batches = plan.batches(partition_id, server_round, scenario.training)
     update = offline_update(spec, spec.build(seed=seed).state_dict(), splits.train, batches,
                             scenario.training.lr, partition_id, server_round)

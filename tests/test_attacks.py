@@ -8,7 +8,6 @@ from fedleak.attacks.labels import infer_label_counts
 from fedleak.attacks.stacked import StackedInversion
 from fedleak.data import build_plan, load_dataset
 from fedleak.evaluation import Evaluator
-from fedleak.federation.records import model_spec
 from fedleak.metrics import score
 from fedleak.training import offline_update
 
@@ -106,7 +105,7 @@ def test_unrolled_fedavg_beats_the_pseudo_gradient_on_a_two_step_update():
     # A client holding one digit trains two local epochs (two SGD steps on it).
     scenario = tiny_scenario(model={"name": "convnet", "channels": [8, 8]})
     splits = load_dataset(scenario.dataset)
-    spec = model_spec(scenario, splits)
+    spec = scenario.model_spec(splits)
     sent = spec.build(seed=0).state_dict()
     psnr = {"unroll": [], "pseudo-gradient": []}
     for sample in (0, 1):
@@ -132,7 +131,7 @@ def test_grnn_recovers_a_batch_of_four_digits_and_their_labels():
 def test_label_counts_are_exact_on_batches_with_repeated_labels(model):
     scenario = tiny_scenario(model=model)
     splits = load_dataset(scenario.dataset)
-    spec = model_spec(scenario, splits)
+    spec = scenario.model_spec(splits)
     labels = splits.train.labels
     for seed, counts in enumerate([{3: 3, 1: 2, 7: 1, 0: 2}, {5: 8}, {c: 2 for c in range(10)}, {2: 1, 9: 15}]):
         index = torch.cat([torch.nonzero(labels == c).flatten()[:n] for c, n in counts.items()])

@@ -91,7 +91,7 @@ class _Picky(Attack):
 def test_a_failing_batch_is_rerun_in_parts_so_only_the_bad_job_fails():
     updates, spec = _round(tiny_scenario(), clients=3)
     outcomes = execute_batch([AttackJob(u, "test-picky", _Picky.Config(), spec) for u in updates])
-    assert [o.error for o in outcomes] == [None, "not applicable: partition 1", None]
+    assert [(o.status, o.error) for o in outcomes] == [("ok", None), ("not applicable", "partition 1"), ("ok", None)]
 
 
 @ATTACKS.register("test-memory")

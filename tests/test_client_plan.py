@@ -24,7 +24,7 @@ def _task_identity(monkeypatch):
 
 def _client_reply(scenario, partition_id, server_round):
     splits = load_dataset(scenario.dataset)
-    spec = records.model_spec(scenario, splits)
+    spec = scenario.model_spec(splits)
     sent = spec.build(seed=0).state_dict()
     config = records.training_record(scenario.training)
     config["server-round"] = server_round

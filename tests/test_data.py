@@ -9,7 +9,6 @@ from fedleak.data import DataPlan, build_plan, load_dataset
 from fedleak.data.idx import read_idx
 from fedleak.data.partition import partition_indices
 from fedleak.errors import FedleakError
-from fedleak.federation.records import model_spec
 
 from conftest import MNIST_DIR, tiny_scenario
 
@@ -19,6 +18,36 @@ def test_digits_are_images_in_unit_range():
     assert splits.train.images.shape[1:] == (1, 8, 8)
     assert 0.0 <= splits.train.images.min() and splits.train.images.max() <= 1.0
     assert len(splits.train) + len(splits.test) == 1797
+
+
+def test_digits_are_what_scikit_learn_loads():
+    from sklearn.datasets import load_digits
+
+    bunch, splits = load_digits(), load_dataset(DatasetConfig(name="digits"))
+    images = torch.cat([splits.train.images, splits.test.images])
+    assert torch.equal(images, torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0)
+    assert torch.cat([splits.train.labels, splits.test.labels]).tolist() == bunch.target.tolist()
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (b"garbage", "cannot read"),  # not gzip
+    (gzip.compress(bytes([0, 0, 8, 3]) + (10).to_bytes(4, "big"))[:-3], "cannot read"),  # cut short
+    (gzip.compress(b"\x00\x00\x0d\x01" + (3).to_bytes(4, "big") + b"abc"), "bad magic number"),  # float idx
+    (gzip.compress(bytes([0, 0, 8, 1]) + (5).to_bytes(4, "big") + b"abc"), "its header promises 13"),
+], ids=["not gzip", "cut short", "not uint8", "too few bytes"])
+def test_a_corrupt_idx_file_is_one_user_error(tmp_path, content, problem):
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(content)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(3))
+    with pytest.raises(FedleakError, match=problem) as error:
+        load_dataset(DatasetConfig(name="mnist", data_root=tmp_path))
+    assert "\n" not in str(error.value)
+
+
+def test_idx_images_and_labels_must_agree(tmp_path):
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((8010, 28, 28)))
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(8000))
+    with pytest.raises(FedleakError, match="are not N images with N labels"):
+        load_dataset(DatasetConfig(name="mnist", data_root=tmp_path))
 
 
 @pytest.mark.parametrize("method", ["iid", "dirichlet"])
@@ -98,7 +127,7 @@ def test_build_plan_shards_cover_distinct_clients():
 def test_the_model_subtracts_the_pools_channel_or_pixel_mean(normalization):
     scenario = tiny_scenario(dataset={"normalization": normalization})
     splits = load_dataset(scenario.dataset)
-    model = model_spec(scenario, splits).build()
+    model = scenario.model_spec(splits).build()
     centred = model.normalize(splits.train.images).mean(dim=0)  # (C, H, W)
     per_pixel_zero = bool(centred.abs().max() < 1e-5)
     assert per_pixel_zero == (normalization == "pixel")

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from fedleak.data import load_dataset
-from fedleak.federation import new_run_dir, records, simulate
+from fedleak.federation import records, simulate
 from fedleak.federation.client import local_round
-from fedleak.store import ResultStore
+from fedleak.store import ResultStore, new_run_dir
 
 from conftest import tiny_scenario
 
@@ -19,10 +19,10 @@ def test_secagg_aggregate_is_fedavg_while_masked_vectors_are_noise(tmp_path, cap
     scenario = tiny_scenario(partition={"num_clients": 3}, federation={"rounds": 1, "test_samples": 50},
                              defenses=[secagg], attacks=[{"name": "idlg", "iterations": 40},
                                                          {"name": "dlg", "iterations": 2}])
-    run_dir = simulate(scenario, new_run_dir(tmp_path, scenario))
+    run_dir = simulate(scenario, new_run_dir(tmp_path, scenario.name))
 
     plain = tiny_scenario(partition={"num_clients": 3})
-    sent = records.model_spec(plain, load_dataset(plain.dataset)).build(seed=plain.seed).state_dict()
+    sent = plain.model_spec(load_dataset(plain.dataset)).build(seed=plain.seed).state_dict()
     true = {p: local_round(plain, p, 1, plain.training, sent).arrays for p in range(3)}
     fedavg = {k: np.mean([true[p][k] for p in range(3)], axis=0) for k in sent}  # 1 example each
 
@@ -63,7 +63,7 @@ def test_every_defense_family_end_to_end(tmp_path, defenses):
     scenario = tiny_scenario(partition={"num_clients": 2}, federation={"rounds": 2, "test_samples": 50},
                              training={"batch_size": 2}, defenses=defenses,
                              attacks=[{"name": "dlg", "iterations": 3}])
-    run_dir = simulate(scenario, new_run_dir(tmp_path, scenario))
+    run_dir = simulate(scenario, new_run_dir(tmp_path, scenario.name))
     store = ResultStore.open_existing(run_dir)
     assert store.query("SELECT status FROM runs")[0]["status"] == "finished"
     rounds = store.query("SELECT round, epsilon, model_epsilon FROM rounds ORDER BY round")
@@ -87,7 +87,7 @@ def test_client_side_clipping_runs_flowers_mod(monkeypatch):
         monkeypatch.setattr(TaskIdentity, key, value, raising=False)
     scenario = tiny_scenario(training={"lr": 50.0},  # a large step, so that clipping bites
                              defenses=[{"name": "central-dp", "clipping": "client", "clip_norm": 0.01}])
-    sent = records.model_spec(scenario, load_dataset(scenario.dataset)).build(seed=0).state_dict()
+    sent = scenario.model_spec(load_dataset(scenario.dataset)).build(seed=0).state_dict()
     config = records.training_record(scenario.training)
     config["server-round"], config[KEY_CLIPPING_NORM] = 1, 0.01
     message = Message(RecordDict({"arrays": ArrayRecord(sent), "config": config}), dst_node_id=5,

@@ -135,7 +135,7 @@ def test_pruning_zeroes_each_layers_smallest_fraction():
     ([{"name": "dp-sgd"}, {"name": "dp-sgd"}], "at most one defense can change local training"),
     ([{"name": "local-dp"}], "set exactly one of 'std' and 'noise_multiplier'"),
     ([{"name": "local-dp", "noise_multiplier": 1.0}], "'noise_multiplier' needs 'clip_norm'"),
-    ([{"name": "secagg-plus", "modulus_range": 100}], "`modulus_range` must be"),
+    ([{"name": "secagg-plus", "modulus_range": 100}], "modulus_range: must be greater than quantization_range"),
 ])
 def test_bad_defense_combinations_are_one_line_errors(defenses, message):
     with pytest.raises(FedleakError) as error:
@@ -163,3 +163,26 @@ def test_pipeline_runs_stages_in_order_with_one_seeded_stream():
     assert all(torch.equal(first[k], again[k]) for k in delta)
     assert not torch.equal(first["fc.weight"], other["fc.weight"])
     assert int((first["fc.weight"] == 0).sum()) == 0  # noise came after the pruning
+
+
+@pytest.mark.parametrize("num_shares", [1, 2, 3, 5, 0.5, 1.0, 3.0])
+@pytest.mark.parametrize("threshold", [1, 2, 3, 4, 0.5, 1.0, 1.5])
+@pytest.mark.parametrize(("quantization", "modulus"), [(2**22, 2**32), (2**22, 2**22), (2**22, 3 * 2**30), (8, 16)])
+def test_secagg_parameters_are_checked_as_flower_checks_them(num_shares, threshold, quantization, modulus):
+    """The scenario validates SecAgg+ without importing Flower; it must accept exactly what Flower accepts."""
+    from flwr.server.workflow import SecAggPlusWorkflow
+    from pydantic import ValidationError
+
+    parameters = {"num_shares": num_shares, "reconstruction_threshold": threshold,
+                  "quantization_range": quantization, "modulus_range": modulus}
+    try:
+        SecAggPlusWorkflow(**parameters)
+        flower_accepts = True
+    except (TypeError, ValueError):
+        flower_accepts = False
+    try:
+        DEFENSES.get("secagg-plus").Config(**parameters)
+        ours_accepts = True
+    except ValidationError:
+        ours_accepts = False
+    assert ours_accepts == flower_accepts

@@ -12,7 +12,6 @@ from fedleak.attacks import ATTACKS, AttackNotApplicable, Budget
 from fedleak.audit import audit_model
 from fedleak.data import build_plan, load_dataset
 from fedleak.evaluation import Evaluator
-from fedleak.federation.records import model_spec
 from fedleak.metrics import score
 
 from conftest import fedsgd_update, tiny_scenario
@@ -125,7 +124,7 @@ def test_cli_audit_user_errors(monkeypatch, capsys, argv, expected):
 
 
 def _spec(model, splits):
-    return model_spec(tiny_scenario(model=model), splits)
+    return tiny_scenario(model=model).model_spec(splits)
 
 
 def test_audit_is_reproducible_and_leaves_the_model_alone():

@@ -9,7 +9,6 @@ from opacus.accountants import RDPAccountant
 
 from fedleak.data import build_plan, load_dataset
 from fedleak.defenses import LocalRound
-from fedleak.federation import records
 from fedleak.privacy import PrivacyLedger
 from fedleak.training import train_locally
 
@@ -65,7 +64,7 @@ def test_laplace_noise_and_no_defense_report_no_epsilon():
 def _train(defenses, generator_seed=0):
     scenario = tiny_scenario(defenses=defenses, training={"batch_size": 4})
     splits = load_dataset(scenario.dataset)
-    model = records.model_spec(scenario, splits).build(seed=0)
+    model = scenario.model_spec(splits).build(seed=0)
     batches = build_plan(0, scenario.dataset, scenario.partition).batches(0, 1, scenario.training)
     wrapper = scenario.defense_pipeline().private_training(4, torch.Generator().manual_seed(generator_seed))
     train_locally(model, splits.train, batches, 0.1, wrapper)
@@ -86,6 +85,6 @@ def test_dp_sgd_clips_each_sample():
     # With zero noise, one step moves the weights by at most lr · C (the mean of clipped gradients).
     sent = _train([{"name": "dp-sgd", "noise_multiplier": 0.0, "max_grad_norm": 1e-9}])
     scenario = tiny_scenario()
-    initial = records.model_spec(scenario, load_dataset(scenario.dataset)).build(seed=0).state_dict()
+    initial = scenario.model_spec(load_dataset(scenario.dataset)).build(seed=0).state_dict()
     moved = math.sqrt(sum(float(((sent[k] - initial[k]) ** 2).sum()) for k in sent))
     assert moved <= 0.1 * 1e-9 * 1.0001

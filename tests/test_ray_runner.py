@@ -15,10 +15,10 @@ from fedleak.attacks import ATTACKS, Attack
 from fedleak.config import RunnerConfig
 from fedleak.data import build_plan, load_dataset
 from fedleak.evaluation import Evaluator
-from fedleak.federation import new_run_dir, simulate
+from fedleak.federation import simulate
 from fedleak.runner import InlineRunner
 from fedleak.runner.ray_pool import RayRunner
-from fedleak.store import ResultStore
+from fedleak.store import ResultStore, new_run_dir
 
 from conftest import fedsgd_update, tiny_scenario
 
@@ -46,7 +46,7 @@ def test_a_simulation_dispatches_to_the_pool_on_flowers_ray(tmp_path):
     assert not ray.is_initialized()  # first in this file: the pool must join the Ray that Flower starts
     scenario = tiny_scenario(partition={"num_clients": 2}, federation={"rounds": 1, "test_samples": 50},
                              runner={"name": "ray"}, attacks=[{"name": "idlg", "iterations": 30}])
-    run_dir = simulate(scenario, new_run_dir(tmp_path, scenario))
+    run_dir = simulate(scenario, new_run_dir(tmp_path, scenario.name))
     store = ResultStore.open_existing(run_dir)
     assert store.query("SELECT status FROM runs")[0]["status"] == "finished"
     rows = store.query("SELECT status, psnr FROM attack_results")

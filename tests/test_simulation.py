@@ -5,10 +5,9 @@ import json
 import torch
 
 from fedleak.data import load_dataset
-from fedleak.federation import new_run_dir, simulate
-from fedleak.federation.records import model_spec
+from fedleak.federation import simulate
 from fedleak.malicious import random_query_weights
-from fedleak.store import ResultStore
+from fedleak.store import ResultStore, new_run_dir
 
 from conftest import tiny_scenario
 
@@ -20,7 +19,7 @@ def test_two_clients_two_rounds_through_flower(tmp_path):
         capture={"rounds": [1]},
         attacks=[{"name": "idlg", "iterations": 40}],
     )
-    run_dir = simulate(scenario, new_run_dir(tmp_path, scenario))
+    run_dir = simulate(scenario, new_run_dir(tmp_path, scenario.name))
     store = ResultStore.open_existing(run_dir)
     assert store.query("SELECT status FROM runs")[0]["status"] == "finished"
     assert [r["round"] for r in store.query("SELECT round FROM rounds ORDER BY round")] == [0, 1, 2]
@@ -39,8 +38,8 @@ def test_a_random_query_round_is_sent_recorded_attacked_and_leaves_the_global_mo
         federation={"rounds": 2, "test_samples": 100}, capture={"rounds": [1]}, attacks=[{"name": "tensor"}],
         threat={"server": "malicious", "random_query": {"rounds": [1]}},
     )
-    run_dir = simulate(scenario, new_run_dir(tmp_path, scenario))
-    spec = model_spec(scenario, load_dataset(scenario.dataset))
+    run_dir = simulate(scenario, new_run_dir(tmp_path, scenario.name))
+    spec = scenario.model_spec(load_dataset(scenario.dataset))
     crafted = random_query_weights(spec, scenario.threat.random_query, seed=1)  # seed·1_000_003 + round
     sent = {u.server_round: u.global_weights for u in captured}
     assert all(torch.equal(sent[1][name], crafted[name]) for name in crafted)

@@ -48,7 +48,7 @@ def test_a_database_from_before_label_counts_gains_the_columns_and_keeps_its_row
     old.execute("INSERT INTO attack_results (run_id, attack, psnr) VALUES ('old', 'dlg', 12.5)")
     old.commit()
     old.close()
-    store = ResultStore.open_existing(tmp_path)
+    store = ResultStore(tmp_path)  # the writer migrates; readers only read
     store.record_attack(AttackResult("new", 1, 1, 0, "dlg", "ok", 1.0, metrics={"label_count_accuracy": 0.5}))
     rows = store.query("SELECT run_id, psnr, label_count_accuracy FROM attack_results ORDER BY id")
     assert rows == [{"run_id": "old", "psnr": 12.5, "label_count_accuracy": None},

@@ -8,7 +8,6 @@ from fedleak.attacks import ATTACKS, AttackNotApplicable, Budget
 from fedleak.attacks.tensor import TensorConfig, recover
 from fedleak.config import RandomQueryConfig
 from fedleak.data import load_dataset
-from fedleak.federation.records import model_spec
 from fedleak.malicious import random_query_weights
 from fedleak.metrics import score
 from fedleak.models.base import linear_layers
@@ -49,7 +48,7 @@ def test_core_recovers_up_to_d_random_unit_vectors(batch):
 def _digits_query(batch, width, seed, model=None):
     scenario = tiny_scenario(model=model or {"name": "mlp", "widths": [width]}, training={"batch_size": batch})
     splits = load_dataset(scenario.dataset)
-    spec = model_spec(scenario, splits)
+    spec = scenario.model_spec(splits)
     sent = random_query_weights(spec, RandomQueryConfig(), seed)
     index = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(seed))[:batch]
     update = offline_update(spec, sent, splits.train, [index.numpy()], lr=0.1)
@@ -74,7 +73,7 @@ def test_time_budget_stops_the_attack():
 @pytest.mark.parametrize("model", [{"name": "lenet"}, {"name": "mlp", "widths": [32]}, {"name": "convnet"}])
 def test_random_query_is_a_seeded_state_dict_with_a_rank_one_output_layer(model):
     scenario = tiny_scenario(model=model)
-    spec = model_spec(scenario, load_dataset(scenario.dataset))
+    spec = scenario.model_spec(load_dataset(scenario.dataset))
     weights = random_query_weights(spec, RandomQueryConfig(), seed=3)
     built = spec.with_weights(weights)  # strict load: every key, every shape
     output_name, _ = linear_layers(built)[-1]

@@ -8,24 +8,27 @@ model) holds every knob and is validated from the scenario.
 
 from __future__ import annotations
 
+import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
 
-from fedleak.config import Strict
+from fedleak.config import Seed, Strict
 from fedleak.models import ImageClassifier
 from fedleak.registry import Registry
 from fedleak.updates import ClientUpdate
 
 
 class Requirement(StrEnum):
-    """What an attack reads from the capture (declarative: it documents the threat model; nothing enforces it)."""
+    """What an attack reads from the capture. The adversary checks each against an update
+    before making the job (:meth:`Attack.unmet_requirement`); an update that cannot give
+    it is stored "not applicable" and never attacked."""
 
     GRADIENT = "gradient"
     """Reads the update as one gradient (exact for FedSGD, the pseudo-gradient −Δ/(lr·steps) for FedAvg)."""
@@ -36,6 +39,21 @@ class Requirement(StrEnum):
     RANDOM_QUERY = "random-query"
     """Needs the gradient at parameters a malicious server drew at random (``threat.random_query``)."""
 
+    def unmet_by(self, update: ClientUpdate) -> str | None:
+        """Why ``update`` cannot give what this requirement reads; ``None`` when it can.
+
+        Every captured update carries a gradient, Δ with its declared training, and the
+        returned weights; only a random query depends on the round."""
+        if self is Requirement.RANDOM_QUERY and not update.random_query:
+            return "needs an update from a random-parameter query round (threat.random_query.rounds)"
+        return None
+
+
+AttackStatus = Literal["ok", "failed", "not applicable", "cancelled"]
+"""How an attack on one update ended. ``not applicable``: it cannot read this update or
+model (never run, or it raised :class:`AttackNotApplicable`); ``cancelled``: the run ended
+before it finished (``runner.wait = false``)."""
+
 
 class AttackNotApplicable(Exception):
     """The attack cannot run on this model or update (stored as the failure reason)."""
@@ -44,7 +62,7 @@ class AttackNotApplicable(Exception):
 class AttackConfig(Strict):
     """Options every attack has."""
 
-    seed: int = 0
+    seed: Seed = 0
     time_budget_s: float | None = Field(None, gt=0)
     """Stop after this many seconds and return the best so far (``None``: no limit)."""
 
@@ -71,6 +89,10 @@ class Deadline:
     def expired(self) -> bool:
         return self.seconds is not None and self.elapsed >= self.seconds
 
+    def remaining(self) -> Budget:
+        """What is left of the budget (none left: a zero budget; no limit stays no limit)."""
+        return Budget(None if self.seconds is None else max(0.0, self.seconds - self.elapsed))
+
 
 @dataclass
 class Reconstruction:
@@ -81,6 +103,31 @@ class Reconstruction:
     seconds: float
     extras: dict[str, Any] = field(default_factory=dict)
 
+    def violation(self, image_shape: tuple[int, int, int], num_classes: int) -> str | None:
+        """How this breaks the contract every attack keeps, or ``None``: at least one image of
+        ``image_shape``, finite values in [0, 1], one integer label in ``[0, num_classes)`` per
+        image (or none), JSON-serialisable extras."""
+        images, labels = self.images, self.labels
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or not len(images) \
+                or tuple(images.shape[1:]) != tuple(image_shape):
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            return f"images of shape {shape}, expected (B ≥ 1, {', '.join(map(str, image_shape))})"
+        if not images.is_floating_point() or not bool(torch.isfinite(images).all()):
+            return "images are not finite floats"
+        if float(images.min()) < 0 or float(images.max()) > 1:
+            return f"image values in [{float(images.min()):.3g}, {float(images.max()):.3g}], expected [0, 1]"
+        if labels is not None:
+            if not isinstance(labels, torch.Tensor) or tuple(labels.shape) != (len(images),) \
+                    or labels.is_floating_point() or labels.is_complex():
+                return f"labels must be {len(images)} integers, one per image"
+            if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < num_classes:
+                return f"labels outside 0..{num_classes - 1}"
+        try:
+            json.dumps(self.extras)
+        except (TypeError, ValueError) as error:
+            return f"extras are not JSON-serialisable: {error}"
+        return None
+
 
 class Attack(ABC):
     Config: ClassVar[type[AttackConfig]] = AttackConfig
@@ -89,12 +136,18 @@ class Attack(ABC):
     def __init__(self, config: AttackConfig) -> None:
         self.config = config
 
+    @classmethod
+    def unmet_requirement(cls, update: ClientUpdate) -> str | None:
+        """Why this attack cannot read ``update`` (see :class:`Requirement`); ``None``: it can."""
+        return next((reason for need in sorted(cls.requires) if (reason := need.unmet_by(update))), None)
+
     @abstractmethod
     def run(self, update: ClientUpdate, model: ImageClassifier, budget: Budget) -> Reconstruction:
         """Reconstruct the client's training images from ``update``.
 
-        ``model`` holds the global weights the server sent. Raises
-        :class:`AttackNotApplicable` when the model or update does not fit the attack.
+        ``model`` holds the global weights the server sent; the attack must not change it
+        (its weights, device or mode). Raises :class:`AttackNotApplicable` when the model
+        or update does not fit the attack.
         """
 
     @classmethod

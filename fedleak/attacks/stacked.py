@@ -16,6 +16,7 @@ An attack joins by subclassing :class:`StackedInversion` and writing
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import abstractmethod
 from collections.abc import Callable, Hashable, Sequence
@@ -139,7 +140,8 @@ class StackedInversion(Attack):
         restarts, device = self.config.restarts, self._device()
         targets = [self.observed(update, model) for update in updates]
         labels = [fixed_labels(self.config, update, model) for update in updates]
-        model = model.to(device)
+        if next(model.parameters()).device != device:  # a copy: the caller's model stays where it is
+            model = copy.deepcopy(model).to(device)
 
         def stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
             return torch.stack([t for t in tensors for _ in range(restarts)]).to(device)

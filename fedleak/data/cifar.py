@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from torchvision import datasets as tv_datasets
 
 from fedleak.config import DatasetConfig
 from fedleak.data.datasets import DATASETS, DatasetSplits, ImageDataset, default_root
 from fedleak.errors import FedleakError
 
 
-def _split(tv_class: type, config: DatasetConfig, train: bool) -> ImageDataset:
+def _split(tv_class: Any, config: DatasetConfig, train: bool) -> ImageDataset:
     root = default_root(config)
     try:
         data = tv_class(str(root), train=train, download=config.download)
@@ -23,7 +24,10 @@ def _split(tv_class: type, config: DatasetConfig, train: bool) -> ImageDataset:
     return ImageDataset(images, torch.tensor(data.targets, dtype=torch.int64))
 
 
-def _load(config: DatasetConfig, tv_class: type, num_classes: int) -> DatasetSplits:
+def _load(config: DatasetConfig, class_name: str, num_classes: int) -> DatasetSplits:
+    from torchvision import datasets as tv_datasets  # torchvision only when CIFAR is used
+
+    tv_class = getattr(tv_datasets, class_name)
     return DatasetSplits(
         name=config.name,
         train=_split(tv_class, config, train=True),
@@ -34,9 +38,9 @@ def _load(config: DatasetConfig, tv_class: type, num_classes: int) -> DatasetSpl
 
 @DATASETS.register("cifar10")
 def load_cifar10(config: DatasetConfig) -> DatasetSplits:
-    return _load(config, tv_datasets.CIFAR10, 10)
+    return _load(config, "CIFAR10", 10)
 
 
 @DATASETS.register("cifar100")
 def load_cifar100(config: DatasetConfig) -> DatasetSplits:
-    return _load(config, tv_datasets.CIFAR100, 100)
+    return _load(config, "CIFAR100", 100)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from fedleak.config import DatasetConfig
+from fedleak.errors import FedleakError, first_line
 from fedleak.registry import Registry
 
 
@@ -73,13 +74,30 @@ DATASETS: Registry[DatasetLoader] = Registry("dataset")
 
 
 def load_dataset(config: DatasetConfig) -> DatasetSplits:
-    """Load (once per process) the dataset the config names."""
-    return _load_cached(config.name, config.data_root, config.download)
+    """Load (once per process) the dataset the config names.
+
+    Raises:
+        FedleakError: one line, also for what a loader did not foresee (a corrupt file).
+    """
+    try:
+        return _load_cached(config.name, config.data_root, config.download)
+    except FedleakError:
+        raise
+    except Exception as error:  # noqa: BLE001 - unreadable data is bad input, not a crash
+        where = config.data_root or default_root(config)
+        raise FedleakError(f"dataset {config.name}: cannot load from {where}: {type(error).__name__}: "
+                           f"{first_line(error)}") from None
 
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(name: str, data_root: Path | None, download: bool) -> DatasetSplits:
-    return DATASETS.get(name)(DatasetConfig(name=name, data_root=data_root, download=download))
+    splits = DATASETS.get(name)(DatasetConfig(name=name, data_root=data_root, download=download))
+    for split, images in (("training", splits.train), ("test", splits.test)):
+        if len(images) == 0:
+            raise FedleakError(f"dataset {name}: the {split} split is empty")
+        if not bool(torch.isfinite(images.images).all()):
+            raise FedleakError(f"dataset {name}: the {split} split holds non-finite pixels")
+    return splits
 
 
 def default_root(config: DatasetConfig) -> Path:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision import datasets as tv_datasets
 
 from fedleak.config import DatasetConfig
 from fedleak.data.datasets import DATASETS, DatasetSplits, ImageDataset, default_root
@@ -27,10 +26,24 @@ _T10K_TRAIN = 8000  # images of t10k used as the training pool when no train spl
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Parse one idx file (``.gz`` or raw): magic, dims as big-endian uint32, uint8 data."""
-    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    """Parse one idx file (``.gz`` or raw): magic 0x0000 08 ndim, dims as big-endian
+    uint32, uint8 data.
+
+    Raises:
+        FedleakError: the file cannot be read or is not a complete uint8 idx file.
+    """
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as file:
+            raw = file.read()
+    except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError; a cut .gz ends in EOFError
+        raise FedleakError(f"dataset.data_root: cannot read {path}: {str(error) or type(error).__name__}") from None
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or not 1 <= raw[3] <= 4:
+        raise FedleakError(f"dataset.data_root: {path} is not a uint8 idx file (bad magic number)")
     ndim = raw[3]
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = 4 + 4 * ndim + int(np.prod(shape))
+    if len(raw) != expected:
+        raise FedleakError(f"dataset.data_root: {path} holds {len(raw)} bytes, its header promises {expected}")
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -47,16 +60,24 @@ def _split(folders: list[Path], prefix: str) -> ImageDataset | None:
     labels = _find(folders, f"{prefix}-labels-idx1-ubyte")
     if images is None or labels is None:
         return None
-    pixels = torch.from_numpy(read_idx(images).copy()).float().unsqueeze(1) / 255.0
-    return ImageDataset(pixels, torch.from_numpy(read_idx(labels).astype(np.int64)))
+    pixels, targets = read_idx(images), read_idx(labels)
+    if pixels.ndim != 3 or targets.ndim != 1 or len(pixels) != len(targets):
+        raise FedleakError(f"dataset.data_root: {images.name} ({pixels.shape}) and {labels.name} "
+                           f"({targets.shape}) are not N images with N labels")
+    if targets.max(initial=0) > 9:
+        raise FedleakError(f"dataset.data_root: {labels} has label {targets.max()}; expected 0..9")
+    return ImageDataset(torch.from_numpy(pixels.copy()).float().unsqueeze(1) / 255.0,
+                        torch.from_numpy(targets.astype(np.int64)))
 
 
-def _load(config: DatasetConfig, tv_class: type) -> DatasetSplits:
+def _load(config: DatasetConfig, class_name: str) -> DatasetSplits:
     root = default_root(config)
     if config.download:
-        tv_class(str(root), train=True, download=True)
-        tv_class(str(root), train=False, download=True)
-    folders = [root, root / tv_class.__name__ / "raw"]
+        from torchvision import datasets as tv_datasets  # torchvision only to download
+
+        getattr(tv_datasets, class_name)(str(root), train=True, download=True)
+        getattr(tv_datasets, class_name)(str(root), train=False, download=True)
+    folders = [root, root / class_name / "raw"]
     train, test = _split(folders, "train"), _split(folders, "t10k")
     if test is None:
         raise FedleakError(
@@ -65,6 +86,9 @@ def _load(config: DatasetConfig, tv_class: type) -> DatasetSplits:
             "set dataset.download = true where a network exists"
         )
     if train is None:
+        if len(test) <= _T10K_TRAIN:
+            raise FedleakError(f"dataset.data_root: only the t10k split found and it has {len(test)} images; "
+                               f"more than {_T10K_TRAIN} are needed to split off a test set")
         log.info("%s: only the t10k split found; using its first %d images for training",
                  config.name, _T10K_TRAIN)
         train, test = test.subset(slice(_T10K_TRAIN)), test.subset(slice(_T10K_TRAIN, None))
@@ -73,9 +97,9 @@ def _load(config: DatasetConfig, tv_class: type) -> DatasetSplits:
 
 @DATASETS.register("mnist")
 def load_mnist(config: DatasetConfig) -> DatasetSplits:
-    return _load(config, tv_datasets.MNIST)
+    return _load(config, "MNIST")
 
 
 @DATASETS.register("fashion-mnist")
 def load_fashion_mnist(config: DatasetConfig) -> DatasetSplits:
-    return _load(config, tv_datasets.FashionMNIST)
+    return _load(config, "FashionMNIST")

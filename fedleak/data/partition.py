@@ -1,39 +1,68 @@
-"""Split a training pool into client shards with flwr-datasets partitioners.
+"""Split a training pool into client shards, in plain numpy.
 
-Only the labels and row indices go into the in-memory ``datasets.Dataset``; the
-partitioner decides which indices each client owns, and the images stay tensors.
+The schemes follow flwr-datasets' ``IidPartitioner`` (after a seeded
+``datasets.Dataset.shuffle``) and ``DirichletPartitioner`` (flwr-datasets 0.6,
+``datasets`` 4.x) draw for draw, so the shards are identical to those of runs made
+when this module called those libraries. Importing them costs seconds, and a scenario
+must be validated (every shard non-empty, batches plannable) before Flower, Ray or
+``datasets`` are imported, so nothing here may import them.
+``tests/test_partition.py`` checks the equality against the libraries themselves.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 import torch
-from datasets import Dataset
-from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner
 
 from fedleak.config import PartitionConfig
 from fedleak.errors import FedleakError
 
-
-def _iid(config: PartitionConfig, seed: int, table: Dataset) -> tuple[Partitioner, Dataset]:
-    # IidPartitioner cuts contiguous shards, so shuffle first (seeded) to make them IID.
-    return IidPartitioner(num_partitions=config.num_clients), table.shuffle(seed=seed)
+_DIRICHLET_DRAWS = 11
+"""DirichletPartitioner draws once and retries up to 10 times to meet min_partition_size."""
 
 
-def _dirichlet(config: PartitionConfig, seed: int, table: Dataset) -> tuple[Partitioner, Dataset]:
-    partitioner = DirichletPartitioner(
-        num_partitions=config.num_clients,
-        partition_by="label",
-        alpha=config.alpha,
-        min_partition_size=config.min_partition_size,
-        seed=seed,
-    )
-    return partitioner, table
+def _iid(labels: np.ndarray, config: PartitionConfig, seed: int) -> list[np.ndarray]:
+    # Dataset.shuffle(seed) is default_rng(seed).permutation(n); Dataset.shard(contiguous=True)
+    # then gives the first n % k shards one extra row, exactly like np.array_split.
+    order = np.random.default_rng(seed).permutation(len(labels))
+    return [shard.copy() for shard in np.array_split(order, config.num_clients)]
 
 
-_PARTITIONERS: dict[str, Callable[[PartitionConfig, int, Dataset], tuple[Partitioner, Dataset]]] = {
+def _dirichlet(labels: np.ndarray, config: PartitionConfig, seed: int) -> list[np.ndarray]:
+    # One generator for everything: per draw, one Dirichlet sample per class (classes in
+    # sorted order), each class cut at floor(cumsum(proportions) * class size); after a
+    # draw meets min_partition_size, shuffle every shard in client order. No self-balancing
+    # (off by default in DirichletPartitioner).
+    if not (math.isfinite(config.alpha) and config.alpha > 0):
+        raise FedleakError(f"partition.alpha: {config.alpha} must be a finite number > 0")
+    rng = np.random.default_rng(seed)
+    concentration = np.full(config.num_clients, float(config.alpha))
+    classes = [np.flatnonzero(labels == k) for k in np.unique(labels)]
+    for _ in range(_DIRICHLET_DRAWS):
+        pieces: list[list[np.ndarray]] = [[] for _ in range(config.num_clients)]
+        for members in classes:
+            cuts = (np.cumsum(rng.dirichlet(concentration)) * len(members)).astype(int)[:-1]
+            for client, piece in zip(pieces, np.split(members, cuts)):
+                client.append(piece)
+        shards = [np.concatenate(client) for client in pieces]
+        if min(len(shard) for shard in shards) >= config.min_partition_size:
+            break
+    else:
+        raise FedleakError(
+            f"partition: dirichlet gave some client fewer than min_partition_size="
+            f"{config.min_partition_size} images in {_DIRICHLET_DRAWS} draws (alpha={config.alpha}, "
+            f"{config.num_clients} clients for {len(labels)} images); raise partition.alpha, lower "
+            f"partition.min_partition_size or use fewer partition.num_clients"
+        )
+    for shard in shards:
+        rng.shuffle(shard)
+    return shards
+
+
+_PARTITIONERS: dict[str, Callable[[np.ndarray, PartitionConfig, int], list[np.ndarray]]] = {
     "iid": _iid,
     "dirichlet": _dirichlet,
 }
@@ -45,13 +74,13 @@ def partition_indices(labels: torch.Tensor, config: PartitionConfig, seed: int) 
         raise FedleakError(
             f"partition.num_clients: {config.num_clients} clients for {len(labels)} training images"
         )
-    table = Dataset.from_dict({"index": np.arange(len(labels)), "label": labels.numpy()})
-    partitioner, table = _PARTITIONERS[config.method](config, seed, table)
-    partitioner.dataset = table
-    try:
-        return [
-            np.asarray(partitioner.load_partition(p)["index"], dtype=np.int64)
-            for p in range(config.num_clients)
-        ]
-    except ValueError as error:  # e.g. Dirichlet cannot meet min_partition_size
-        raise FedleakError(f"partition: {error}".splitlines()[0]) from None
+    shards = _PARTITIONERS[config.method](labels.numpy(), config, seed)
+    empty = next((p for p, shard in enumerate(shards) if len(shard) == 0), None)
+    if empty is not None:
+        raise FedleakError(
+            f"partition: client {empty} gets no training images ({config.method}, "
+            f"min_partition_size={config.min_partition_size}, {config.num_clients} clients for "
+            f"{len(labels)} images); set partition.min_partition_size >= 1, raise partition.alpha "
+            f"or use fewer partition.num_clients"
+        )
+    return [shard.astype(np.int64, copy=False) for shard in shards]

@@ -25,6 +25,9 @@ class DataPlan:
     """Client shards plus the deterministic per-round batch schedule."""
 
     def __init__(self, seed: int, shards: list[np.ndarray]) -> None:
+        empty = [p for p, shard in enumerate(shards) if len(shard) == 0]
+        if empty:  # its batches could never be drawn (the schedule loop would not end)
+            raise ValueError(f"client {empty[0]} has an empty shard")
         self.seed = seed
         self.shards = shards
 

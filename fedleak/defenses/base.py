@@ -19,16 +19,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 import torch
-from flwr.serverapp.strategy import Strategy
 
 from fedleak.config import Strict
 from fedleak.registry import Registry
 from fedleak.training import TrainingWrapper
 from fedleak.updates import Weights
+
+if TYPE_CHECKING:  # Flower is imported only when a federation runs, not to validate a scenario
+    from flwr.serverapp.strategy import Strategy
 
 # Separates the defenses' random streams from other uses of the scenario seed.
 _DEFENSE_STREAM = 0xDEF

@@ -15,21 +15,18 @@ amplification by sampling, as Flower's own accountant assumes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from flwr.clientapp.mod import fixedclipping_mod
-from flwr.serverapp.strategy import (
-    DifferentialPrivacyClientSideFixedClipping,
-    DifferentialPrivacyServerSideFixedClipping,
-    Strategy,
-)
 from pydantic import Field
 
 from fedleak.config import Strict
 from fedleak.defenses.base import DEFENSES, Defense, LocalRound, PrivacyEvent
 
-_WRAPPERS = {"server": DifferentialPrivacyServerSideFixedClipping,
-             "client": DifferentialPrivacyClientSideFixedClipping}
+if TYPE_CHECKING:  # Flower is imported only when a federation runs, not to validate a scenario
+    from flwr.serverapp.strategy import Strategy
+
+_WRAPPERS = {"server": "DifferentialPrivacyServerSideFixedClipping",
+             "client": "DifferentialPrivacyClientSideFixedClipping"}
 
 
 class CentralDPConfig(Strict):
@@ -44,10 +41,14 @@ class CentralDP(Defense):
     config: CentralDPConfig
 
     def client_mods(self) -> list[Callable[..., object]]:
+        from flwr.clientapp.mod import fixedclipping_mod
+
         return [fixedclipping_mod] if self.config.clipping == "client" else []
 
     def wrap_strategy(self, strategy: Strategy, num_sampled_clients: int) -> Strategy:
-        wrapper = _WRAPPERS[self.config.clipping]
+        from flwr.serverapp import strategy as flower_strategies
+
+        wrapper = getattr(flower_strategies, _WRAPPERS[self.config.clipping])
         return wrapper(strategy, self.config.noise_multiplier, self.config.clip_norm, num_sampled_clients)
 
     def privacy_events(self, local_round: LocalRound) -> list[PrivacyEvent]:

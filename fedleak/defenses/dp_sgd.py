@@ -13,8 +13,6 @@ from __future__ import annotations
 import warnings
 
 import torch
-from opacus import GradSampleModule
-from opacus.optimizers import DPOptimizer
 from pydantic import Field
 from torch import nn
 
@@ -39,6 +37,9 @@ class DPSGD(Defense):
 
     def private_training(self, batch_size: int, generator: torch.Generator) -> TrainingWrapper:
         def wrap(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, torch.optim.Optimizer]:
+            from opacus import GradSampleModule  # Opacus only where a client trains, not to validate
+            from opacus.optimizers import DPOptimizer
+
             private = DPOptimizer(optimizer, noise_multiplier=self.config.noise_multiplier,
                                   max_grad_norm=self.config.max_grad_norm,
                                   expected_batch_size=batch_size, generator=generator)

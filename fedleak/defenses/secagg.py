@@ -6,27 +6,17 @@ defense moves the run there (:mod:`fedleak.federation.legacy`). Each client weig
 its parameters by n/``max_weight`` (n = its examples), clips them to ±``clipping_range``,
 quantizes them stochastically to [0, ``quantization_range``), and adds pairwise and
 private masks modulo ``modulus_range``. The server sees those masked vectors one by
-one, then unmasks only their sum.
+one, then unmasks only their sum; :mod:`fedleak.federation.secagg_capture` taps both.
 
-:class:`CapturingSecAggPlus` is Flower's workflow plus a tap on the masked-vector
-stage: the adversary gets every vector exactly as received, read back into weight
-space the way the server would read its own aggregate (they must leak nothing), and
-the unmasked aggregate through the legacy strategy (attacked as one multi-client batch).
+The config repeats Flower's own checks of these parameters, so that a scenario is
+validated without importing Flower (``tests/test_defenses.py`` holds them to Flower's).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-from flwr.client.mod import secaggplus_mod
-from flwr.common import bytes_to_ndarray
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
-from flwr.server import Grid, LegacyContext
-from flwr.server.workflow import SecAggPlusWorkflow
-from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD
 from pydantic import Field, model_validator
 
 from fedleak.config import Strict
@@ -50,78 +40,23 @@ class SecAggPlusConfig(Strict):
 
     @model_validator(mode="after")
     def _flower_accepts(self) -> SecAggPlusConfig:
-        SecAggPlusWorkflow(**self.workflow_parameters(1.0))  # Flower's own checks, as one-line errors
+        """What ``SecAggPlusWorkflow`` would reject (flwr 1.41's ``_check_init_params``)."""
+        shares, threshold = self.num_shares, self.reconstruction_threshold
+        if isinstance(shares, int) and shares == 2:
+            raise ValueError("num_shares: as an integer it must be greater than 2 (or 1)")
+        if isinstance(threshold, float) and not 0 < threshold <= 1:
+            raise ValueError("reconstruction_threshold: as a float it must be in (0, 1]")
+        if isinstance(threshold, int) and threshold != 1 and isinstance(shares, int) and shares != 1 \
+                and threshold >= shares:
+            raise ValueError("reconstruction_threshold: must be less than num_shares")
+        if self.modulus_range <= self.quantization_range:
+            raise ValueError("modulus_range: must be greater than quantization_range")
+        if self.modulus_range & (self.modulus_range - 1):
+            raise ValueError("modulus_range: must be a power of 2")
         return self
 
     def workflow_parameters(self, max_weight: float) -> dict[str, Any]:
         return {**self.model_dump(exclude={"max_weight"}), "max_weight": self.max_weight or max_weight}
-
-
-@dataclass(frozen=True)
-class MaskedVector:
-    """One client's masked reply, as the server received it."""
-
-    node_id: int
-    server_round: int
-    num_examples: int
-    metrics: dict[str, Any]
-    masked: list[np.ndarray]
-    """The integer vectors mod ``modulus_range``; the first holds the client's weight."""
-    seen: list[np.ndarray]
-    """``masked`` read back into weight space as the server reads its sum."""
-
-
-MaskedVectorObserver = Callable[[list[MaskedVector]], None]
-
-
-class _GridTap:
-    """A Grid that shows the replies of one exchange to ``observe`` (delegates the rest)."""
-
-    def __init__(self, grid: Grid, observe: Callable[[list[Any]], None]) -> None:
-        self._grid, self._observe = grid, observe
-
-    def send_and_receive(self, messages: Iterable[Any], *, timeout: float | None = None) -> list[Any]:
-        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
-        self._observe(replies)
-        return replies
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._grid, name)
-
-
-class CapturingSecAggPlus(SecAggPlusWorkflow):
-    """Flower's SecAgg+ workflow that also hands each masked vector to ``observer``."""
-
-    def __init__(self, observer: MaskedVectorObserver, **parameters: Any) -> None:
-        super().__init__(**parameters)
-        self.observer = observer
-
-    def collect_masked_vectors_stage(self, grid: Grid, context: LegacyContext, state: Any) -> bool:
-        server_round = int(context.state.config_records[MAIN_CONFIGS_RECORD]["current_round"])
-
-        def observe(replies: list[Any]) -> None:
-            self.observer([self.masked_vector(reply, server_round) for reply in replies if not reply.has_error()])
-
-        return super().collect_masked_vectors_stage(_GridTap(grid, observe), context, state)
-
-    def masked_vector(self, reply: Any, server_round: int) -> MaskedVector:
-        """One reply of the masked-vector stage: the client's fit reply with its arrays
-        replaced by the masked vector; its metrics and example count travel in the clear."""
-        content = reply.content
-        masked = [bytes_to_ndarray(b) for b in content.config_records[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS]]
-        num_examples = int(content.metric_records["fitres.num_examples"]["num_examples"])
-        return MaskedVector(
-            node_id=reply.metadata.src_node_id, server_round=server_round, num_examples=num_examples,
-            metrics=dict(content.config_records["fitres.metrics"]), masked=masked,
-            seen=self.read_as_weights(masked[1:], num_examples),
-        )
-
-    def read_as_weights(self, vectors: list[np.ndarray], num_examples: int) -> list[np.ndarray]:
-        """Integer vectors read into weight space as the server reads its sum: undo the
-        quantization (x = q·2c/Q − c) and the client's weighting n/max_weight."""
-        c, q_range = self.clipping_range, self.quantization_range
-        weight = round(num_examples / self.max_weight * q_range) / q_range
-        return [(v.astype(np.float64) * 2 * c / q_range - c) / weight for v in vectors]
 
 
 @DEFENSES.register("secagg-plus")
@@ -131,7 +66,6 @@ class SecAggPlus(Defense):
     legacy_path = True
 
     def client_mods(self) -> list[Callable[..., object]]:
-        return [secaggplus_mod]
+        from flwr.client.mod import secaggplus_mod  # Flower only when a federation runs
 
-    def workflow(self, observer: MaskedVectorObserver, max_weight: float) -> CapturingSecAggPlus:
-        return CapturingSecAggPlus(observer, **self.config.workflow_parameters(max_weight))
+        return [secaggplus_mod]

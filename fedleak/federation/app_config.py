@@ -12,8 +12,9 @@ from pathlib import Path
 
 from flwr.app import Context
 
-from fedleak.federation.server import new_run_dir
+from fedleak.preflight import check_runnable
 from fedleak.scenario import Scenario, load_scenario
+from fedleak.store import new_run_dir
 
 
 @functools.lru_cache(maxsize=4)
@@ -26,6 +27,8 @@ def scenario_from_run_config(context: Context, app_dir: Path) -> Scenario:
 
 
 def run_from_run_config(context: Context, app_dir: Path) -> tuple[Scenario, Path]:
+    """The scenario (validated, and checked against its data) and a new run directory."""
     scenario = scenario_from_run_config(context, app_dir)
+    check_runnable(scenario)
     out_dir = Path(str(context.run_config.get("out-dir", "runs"))).expanduser()
-    return scenario, new_run_dir(out_dir, scenario)
+    return scenario, new_run_dir(out_dir, scenario.name)

@@ -60,7 +60,7 @@ def local_round(scenario: Scenario, partition_id: int, server_round: int, traini
     plan = build_plan(scenario.seed, scenario.dataset, scenario.partition)
     pipeline = scenario.defense_pipeline()
     generator = DefensePipeline.generator(scenario.seed, partition_id, server_round)
-    model = records.model_spec(scenario, splits).with_weights(sent)
+    model = scenario.model_spec(splits).with_weights(sent)
     batches = plan.batches(partition_id, server_round, training)
     report = train_locally(model, splits.train, batches, training.lr,
                            pipeline.private_training(training.batch_size, generator))

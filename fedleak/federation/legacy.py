@@ -5,6 +5,12 @@ It reuses the Message API path's :class:`~fedleak.federation.server.ServerRun` a
 :class:`~fedleak.federation.client.LegacyClient`, around the same ``local_round``).
 What is new is only the translation: the legacy strategy remembers what it sends and
 captures the unmasked aggregate; the SecAgg+ workflow's tap captures each masked vector.
+
+Replies pass the same checks as on the Message API path
+(:class:`~fedleak.federation.replies.ReplyChecker`): a masked vector that fails them is
+stored as rejected and not attacked — but SecAgg+ has already summed it, since the
+server cannot unmask a sum without it. Client failures are stored as failed replies, and
+a round with no result ends the run as failed.
 """
 
 from __future__ import annotations
@@ -22,10 +28,13 @@ from flwr.server.strategy import FedAvg
 from flwr.server.workflow import DefaultWorkflow
 
 from fedleak.data import build_plan
-from fedleak.defenses.secagg import MaskedVector, SecAggPlus
+from fedleak.defenses.secagg import SecAggPlus
+from fedleak.errors import RunFailed, first_line
 from fedleak.federation import records
+from fedleak.federation.replies import ReplyChecker
+from fedleak.federation.secagg_capture import MaskedVector, capturing_workflow
 from fedleak.scenario import Scenario
-from fedleak.updates import ClientUpdate, Weights
+from fedleak.updates import ClientUpdate, RejectedReply, Weights
 
 if TYPE_CHECKING:
     from fedleak.federation.server import ServerRun
@@ -46,14 +55,29 @@ class LegacyCapture:
         self.run = run
         self.names = names
         self.sent: Weights = {}
+        self.checker = ReplyChecker(run.run_id, run.scenario.training, run.adversary.evaluator.plan)
 
     def weights(self, arrays: list[np.ndarray]) -> Weights:
         return {k: torch.from_numpy(np.asarray(a, dtype=np.float32)) for k, a in zip(self.names, arrays, strict=True)}
 
     def masked_vectors(self, vectors: list[MaskedVector]) -> None:
         """Every masked vector of a round, read as weights (the server's view of one client)."""
-        updates = [self._update(v.server_round, v.node_id, v.metrics, v.seen) for v in vectors]
-        self.run.adversary.observe_round(updates, self.run.scenario.federation.rounds)
+        checked = [self.checker.check(v.server_round, v.node_id, v.metrics,
+                                      lambda v=v: self.weights(v.seen), self.sent) for v in vectors]  # type: ignore[misc]
+        self.run.adversary.observe_round([c for c in checked if isinstance(c, ClientUpdate)],
+                                         self.run.scenario.federation.rounds,
+                                         [c for c in checked if isinstance(c, RejectedReply)])
+
+    def failures(self, server_round: int, failures: list[Any]) -> None:
+        """Store each client failure of a round as a failed reply."""
+        for failure in failures:
+            if isinstance(failure, BaseException):
+                node_id, message = -1, first_line(failure)  # the node is unknown
+            else:
+                proxy, result = failure
+                node_id, message = int(proxy.cid), first_line(result.status.message)
+            self.run.store.record_rejection(RejectedReply(self.run.run_id, server_round, node_id, None, "failed",
+                                                          f"client error: {message}"))
 
     def aggregate(self, server_round: int, aggregate: list[np.ndarray],
                   results: list[tuple[ClientProxy, FitRes]]) -> None:
@@ -87,8 +111,10 @@ class AdversarialFedAvg(FedAvg):
 
     def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
                       failures: list[Any]) -> tuple[Parameters | None, dict[str, Scalar]]:
-        if results:
-            self.capture.aggregate(server_round, parameters_to_ndarrays(results[0][1].parameters), results)
+        self.capture.failures(server_round, failures)
+        if not results:
+            raise RunFailed(f"round {server_round}: no client result ({len(failures)} failed)")
+        self.capture.aggregate(server_round, parameters_to_ndarrays(results[0][1].parameters), results)
         return super().aggregate_fit(server_round, results, failures)
 
 
@@ -97,7 +123,7 @@ def run_federation(grid: Grid, context: Context, run: ServerRun) -> None:
     scenario = run.scenario
     capture = LegacyCapture(run, list(run.initial_weights()))
     secagg = next(stage for stage in scenario.defense_pipeline().stages if isinstance(stage, SecAggPlus))
-    workflow = secagg.workflow(capture.masked_vectors, max_examples(scenario))
+    workflow = capturing_workflow(secagg.config, capture.masked_vectors, max_examples(scenario))
     training = dict(records.training_record(scenario.training))
 
     def evaluate_fn(server_round: int, arrays: list[np.ndarray], config: dict[str, Scalar]

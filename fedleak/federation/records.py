@@ -10,9 +10,8 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedleak.config import TrainingConfig
-from fedleak.data import DatasetSplits, load_dataset
+from fedleak.data import load_dataset
 from fedleak.defenses import DEFENSES
-from fedleak.models import ModelSpec
 from fedleak.scenario import Scenario
 from fedleak.updates import ClientUpdate, UpdateMetadata, Weights
 
@@ -37,16 +36,7 @@ def training_from_record(record: ConfigRecord) -> TrainingConfig:
 
 def parameter_names(scenario: Scenario) -> list[str]:
     """The model's parameter names, in the order the legacy path sends them."""
-    return list(model_spec(scenario, load_dataset(scenario.dataset)).build(seed=0).state_dict())
-
-
-def model_spec(scenario: Scenario, splits: DatasetSplits) -> ModelSpec:
-    """The architecture for this scenario's model on this dataset."""
-    mean, std = splits.channel_stats
-    if scenario.dataset.normalization == "pixel":
-        mean = splits.pixel_mean
-    return ModelSpec(scenario.model.name, scenario.model.config, splits.image_shape,  # type: ignore[arg-type]
-                     splits.num_classes, mean, std)
+    return list(scenario.model_spec(load_dataset(scenario.dataset)).build(seed=0).state_dict())
 
 
 def reply_content(arrays: dict[str, np.ndarray], encoding: str | None,

@@ -8,8 +8,6 @@ path in :mod:`fedleak.federation.legacy`.
 
 from __future__ import annotations
 
-import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from flwr.serverapp.strategy import FedAvg
 from fedleak.adversary import Adversary
 from fedleak.audit import stored_audit
 from fedleak.data import ImageDataset, build_plan, load_dataset
+from fedleak.errors import RunFailed, first_line
 from fedleak.evaluation import Evaluator
 from fedleak.federation import legacy, records
 from fedleak.federation.strategy import AdversarialStrategy
@@ -33,12 +32,6 @@ from fedleak.training import evaluate
 from fedleak.updates import Weights
 
 RunLoader = Callable[[Context], tuple[Scenario, Path]]
-
-
-def new_run_dir(out_dir: Path, scenario: Scenario) -> Path:
-    """``<out>/<scenario name>-<UTC time>-<4 hex>``: unique, sortable, never reused."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    return Path(out_dir) / f"{scenario.name}-{stamp}-{secrets.token_hex(2)}"
 
 
 def mean_train_loss(replies: list[RecordDict], weighting_key: str) -> MetricRecord:
@@ -71,7 +64,7 @@ class ServerRun:
     def open(cls, scenario: Scenario, run_dir: Path, progress: Progress) -> ServerRun:
         splits = load_dataset(scenario.dataset)
         plan = build_plan(scenario.seed, scenario.dataset, scenario.partition)
-        spec = records.model_spec(scenario, splits)
+        spec = scenario.model_spec(splits)
         store, run_id = ResultStore(run_dir), run_dir.name
         store.start_run(run_id, scenario.name, scenario.to_toml())
         # The architecture's risk at the initial weights: data-free, and cheap next to a round.
@@ -113,18 +106,27 @@ def run_federation(grid: Grid, context: Context, run: ServerRun) -> None:
 
 
 def run_server(grid: Grid, context: Context, scenario: Scenario, run_dir: Path, progress: Progress) -> None:
-    """Run the whole federation under the adversary, storing into ``run_dir``."""
+    """Run the whole federation under the adversary, storing into ``run_dir``.
+
+    The run ends ``finished``, or ``failed`` with the reason stored: a :class:`RunFailed`
+    (e.g. a round without an accepted reply) ends it quietly, anything else is re-raised.
+    """
     run = ServerRun.open(scenario, run_dir, progress)
     drive = legacy.run_federation if scenario.defense_pipeline().legacy_path else run_federation
-    status = "failed"
+    status, error = "failed", "the server stopped unexpectedly"
     try:
         drive(grid, context, run)
         run.runner.close(wait=scenario.runner.wait)
-        status = "finished"
+        status, error = "finished", None
+    except RunFailed as failure:
+        error = str(failure)
+    except Exception as failure:
+        error = f"{type(failure).__name__}: {first_line(failure)}"
+        raise
     finally:
         if status == "failed":
             run.runner.close(wait=False)  # record what was still queued or running as cancelled
-        run.store.finish_run(run.run_id, status)
+        run.store.finish_run(run.run_id, status, error)
         run.store.close()
 
 

@@ -6,28 +6,39 @@ import logging
 import os
 from pathlib import Path
 
+from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 
 from fedleak.federation.client import build_client_app
 from fedleak.federation.server import build_server_app
+from fedleak.preflight import check_runnable
 from fedleak.progress import Progress
 from fedleak.scenario import Scenario
 
 
 def simulate(scenario: Scenario, run_dir: Path, progress: Progress | None = None,
              verbose: bool = False) -> Path:
-    """Run ``scenario`` with one simulated SuperNode per client; returns ``run_dir``."""
+    """Run ``scenario`` with one simulated SuperNode per client; returns ``run_dir``.
+
+    Raises:
+        FedleakError: the scenario cannot run on its data (:func:`~fedleak.preflight.check_runnable`),
+            raised before Ray starts.
+    """
+    check_runnable(scenario)
     run_simulated(build_server_app(lambda _: (scenario, run_dir), progress or Progress()), scenario, verbose)
     return run_dir
 
 
-def run_simulated(server_app: ServerApp, scenario: Scenario, verbose: bool = False) -> None:
-    """Run ``server_app`` against ``scenario``'s clients, one simulated SuperNode each.
+def run_simulated(server_app: ServerApp, scenario: Scenario, verbose: bool = False,
+                  client_app: ClientApp | None = None) -> None:
+    """Run ``server_app`` against ``scenario``'s clients (fedleak's honest ClientApp unless
+    ``client_app`` is given), one simulated SuperNode each.
 
     Uses ``flwr.simulation.run_simulation`` (deprecated in favour of ``flwr run`` but
     the only in-process entry point in flwr 1.41): it lets the CLI hand the already
     validated scenario to both apps without a SuperLink. Benchmarks pass their own
-    server app (e.g. plain FedAvg) to compare against the same clients.
+    server app (e.g. plain FedAvg) to compare against the same clients; tests pass
+    misbehaving clients.
     """
     from flwr.simulation import run_simulation
 
@@ -37,7 +48,7 @@ def run_simulated(server_app: ServerApp, scenario: Scenario, verbose: bool = Fal
     cpus = os.cpu_count() or 1
     run_simulation(
         server_app=server_app,
-        client_app=build_client_app(lambda _: scenario),
+        client_app=client_app or build_client_app(lambda _: scenario),
         num_supernodes=scenario.partition.num_clients,
         backend_config={
             "client_resources": {"num_cpus": min(scenario.federation.client_cpus, cpus), "num_gpus": 0.0},

@@ -5,6 +5,10 @@ Flower DP wrapper — aggregates exactly as it would without the adversary. It i
 outermost layer because it models what reaches the server: a quantized reply is
 decoded first, and a server-side DP wrapper clips and noises only after the capture.
 
+Each reply passes the server boundary (:mod:`fedleak.federation.replies`) first: one
+that fails its checks, or reports a client error, is stored as rejected and left out of
+the aggregate; a round in which no reply is accepted ends the run as failed.
+
 In a malicious server's random-query round (:meth:`Adversary.weights_to_send`) it sends
 crafted weights instead of the global model and, after capturing the replies, keeps the
 global model unchanged: the round's aggregate would be an update of the crafted weights.
@@ -19,8 +23,10 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedleak.adversary import Adversary
+from fedleak.errors import RunFailed, first_line
 from fedleak.federation import records
-from fedleak.updates import ClientUpdate, Weights
+from fedleak.federation.replies import ReplyChecker
+from fedleak.updates import ClientUpdate, RejectedReply, Weights
 
 
 class AdversarialStrategy(Strategy):
@@ -31,6 +37,7 @@ class AdversarialStrategy(Strategy):
         self.adversary = adversary
         self.run_id = run_id
         self.num_rounds = num_rounds
+        self.checker = ReplyChecker(run_id, adversary.scenario.training, adversary.evaluator.plan)
         self._global: ArrayRecord | None = None
         self._sent: Weights = {}
 
@@ -43,21 +50,34 @@ class AdversarialStrategy(Strategy):
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
-        updates = [self.capture(server_round, reply) for reply in replies if not reply.has_error()]
-        self.adversary.observe_round(updates, self.num_rounds)
-        arrays, metrics = self.inner.aggregate_train(server_round, replies)
+        captured = [(reply, self.capture(server_round, reply)) for reply in replies]
+        accepted = [reply for reply, capture in captured if isinstance(capture, ClientUpdate)]
+        updates = [capture for _, capture in captured if isinstance(capture, ClientUpdate)]
+        rejected = [capture for _, capture in captured if isinstance(capture, RejectedReply)]
+        self.adversary.observe_round(updates, self.num_rounds, rejected)
+        if not updates:
+            first = f"; the first: {rejected[0].reason}" if rejected else ""
+            raise RunFailed(f"round {server_round}: no reply was accepted ({len(rejected)} of {len(replies)} "
+                            f"rejected or failed{first})")
+        arrays, metrics = self.inner.aggregate_train(server_round, accepted)
         if self.adversary.is_random_query(server_round):
             return self._global, metrics
         return arrays, metrics
 
-    def capture(self, server_round: int, reply: Message) -> ClientUpdate:
-        """Decode the reply in place (the inner strategy aggregates weights) and capture it."""
-        received = records.received_weights(reply.content, self._sent)
-        reply.content["arrays"] = ArrayRecord(received)
-        reply.content.pop(records.WIRE, None)
-        return records.client_update(self.run_id, server_round, reply.metadata.src_node_id,
-                                     reply.content["metrics"], self.adversary.scenario.training.algorithm,
-                                     self._sent, received)
+    def capture(self, server_round: int, reply: Message) -> ClientUpdate | RejectedReply:
+        """Check the reply; decode an accepted one in place (the inner strategy aggregates weights)."""
+        node_id = reply.metadata.src_node_id
+        if reply.has_error():
+            return RejectedReply(self.run_id, server_round, node_id, None, "failed",
+                                 f"client error: {first_line(reply.error.reason)}")
+        content = reply.content
+        metrics = content.get("metrics") if isinstance(content.get("metrics"), MetricRecord) else None
+        outcome = self.checker.check(server_round, node_id, metrics,
+                                     lambda: records.received_weights(content, self._sent), self._sent)
+        if isinstance(outcome, ClientUpdate):
+            content["arrays"] = ArrayRecord(outcome.client_weights)
+            content.pop(records.WIRE, None)
+        return outcome
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pydantic import Field
 from torch import nn
 
+from fedleak.config import Width
 from fedleak.models.base import ACTIVATIONS, MODELS, Activation, ModelConfig, flat_features
 
 
 class ConvNetConfig(ModelConfig):
-    channels: list[int] = Field(default_factory=lambda: [16, 32])
+    channels: list[Width] = Field(default_factory=lambda: [16, 32])
     activation: Activation = "relu"
 
 

@@ -13,7 +13,7 @@ from fedleak.models.base import ACTIVATIONS, MODELS, Activation, ModelConfig, fl
 
 
 class LeNetConfig(ModelConfig):
-    channels: int = Field(12, ge=1)
+    channels: int = Field(12, ge=1, le=65_536)
     activation: Activation = "sigmoid"
 
 

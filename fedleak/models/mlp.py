@@ -7,11 +7,12 @@ import math
 from pydantic import Field
 from torch import nn
 
+from fedleak.config import Width
 from fedleak.models.base import ACTIVATIONS, MODELS, Activation, ModelConfig
 
 
 class MLPConfig(ModelConfig):
-    widths: list[int] = Field(default_factory=lambda: [64])
+    widths: list[Width] = Field(default_factory=lambda: [64])
     activation: Activation = "relu"
     bias: bool = True
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from torch import nn
 
+from fedleak.config import Width
 from fedleak.models.base import ACTIVATIONS, MODELS, Activation, ModelConfig, flat_features
 
 
 class RGAPCNNConfig(ModelConfig):
-    channels: list[int] = Field(default_factory=lambda: [12, 36, 36, 36, 64, 128], min_length=1)
+    channels: list[Width] = Field(default_factory=lambda: [12, 36, 36, 36, 64, 128], min_length=1)
     strides: list[int] = Field(default_factory=lambda: [2, 2, 1, 1, 2, 1], min_length=1)
     kernel_sizes: list[int] = Field(default_factory=lambda: [4, 3, 3, 3, 3, 3], min_length=1)
     activation: Activation = "leaky_relu"
@@ -30,8 +31,8 @@ class RGAPCNNConfig(ModelConfig):
     def _one_entry_per_layer(self) -> RGAPCNNConfig:
         if not len(self.channels) == len(self.strides) == len(self.kernel_sizes):
             raise ValueError("channels, strides and kernel_sizes need one entry per convolution")
-        if min(self.channels + self.strides + self.kernel_sizes) < 1:
-            raise ValueError("channels, strides and kernel_sizes must be positive")
+        if min(self.strides + self.kernel_sizes) < 1:
+            raise ValueError("strides and kernel_sizes must be positive")
         return self
 
 

@@ -14,11 +14,14 @@ import time
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 
-from fedleak.attacks import ATTACKS, Attack, AttackConfig, AttackNotApplicable, Budget, Reconstruction
+from fedleak.attacks import ATTACKS, Attack, AttackConfig, AttackNotApplicable, AttackStatus, Budget, Reconstruction
+from fedleak.attacks.base import Deadline
+from fedleak.errors import first_line
 from fedleak.models import ModelSpec
 from fedleak.updates import ClientUpdate
 
@@ -40,10 +43,27 @@ class AttackJob:
 
 @dataclass(frozen=True)
 class AttackOutcome:
+    """How one job ended: a reconstruction (``ok``), or the reason it has none."""
+
     job: AttackJob
     reconstruction: Reconstruction | None
     error: str | None
     seconds: float
+    """This job's share of the batch that produced the outcome: its wall time / its size."""
+    status: AttackStatus = "ok"
+    batch_seconds: float | None = None
+    """The wall time of that batch (``None``: the job never ran)."""
+    batch_size: int = 1
+
+    @classmethod
+    def unfinished(cls, job: AttackJob, error: str, status: AttackStatus = "failed",
+                   seconds: float = 0.0) -> AttackOutcome:
+        """An outcome without a reconstruction (failed, cancelled, not applicable)."""
+        return cls(job, None, error, seconds, status)
+
+    def without_job(self) -> dict[str, Any]:
+        """Everything but the job, as a worker sends it back (the dispatcher has the job)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "job"}
 
 
 OutcomeCallback = Callable[[AttackOutcome], None]
@@ -60,30 +80,55 @@ def execute(job: AttackJob, attack_class: type[Attack] | None = None) -> AttackO
     return execute_batch([job], attack_class)[0]
 
 
-def execute_batch(jobs: Sequence[AttackJob], attack_class: type[Attack] | None = None) -> list[AttackOutcome]:
+def execute_batch(jobs: Sequence[AttackJob], attack_class: type[Attack] | None = None,
+                  deadline: Deadline | None = None) -> list[AttackOutcome]:
     """Run jobs of one batch key as one :meth:`~fedleak.attacks.Attack.run_batch`.
 
-    Each outcome's ``seconds`` is its batch's. If a batch fails, its halves run on their
-    own, down to single jobs: a failure is reported only for the jobs it belongs to, and
-    a batch too large for the GPU's memory is split until it fits.
+    If a batch fails, its halves run on their own, down to single jobs, all within the
+    first attempt's ``deadline`` (the attack's ``time_budget_s`` counted once, as a
+    worker's hard limit is): a failure is reported only for the jobs it belongs to, and a
+    batch too large for the GPU's memory is split until it fits. Each reconstruction is
+    checked against the attack contract (:meth:`Reconstruction.violation`).
     """
     first = jobs[0]
+    deadline = deadline or Budget(first.config.time_budget_s).deadline()
     started = time.perf_counter()
     try:
         attack = (attack_class or ATTACKS.get(first.attack))(first.config)
         model = first.model.with_weights(first.update.global_weights)
-        reconstructions = attack.run_batch([job.update for job in jobs], model, Budget(first.config.time_budget_s))
+        reconstructions = attack.run_batch([job.update for job in jobs], model, deadline.remaining())
+        if len(reconstructions) != len(jobs):
+            raise RuntimeError(f"run_batch returned {len(reconstructions)} reconstructions for {len(jobs)} updates")
     except Exception as failure:  # noqa: BLE001 - an attack's crash must not stop the federation
         if isinstance(failure, torch.OutOfMemoryError):
             torch.cuda.empty_cache()  # give back what the failed attempt cached, for the halves or the next job
         if len(jobs) == 1:
-            return [AttackOutcome(first, None, _describe(failure), time.perf_counter() - started)]
+            status: AttackStatus = "not applicable" if isinstance(failure, AttackNotApplicable) else "failed"
+            return [AttackOutcome.unfinished(first, _describe(failure), status, time.perf_counter() - started)]
         _log.warning("a batch of %d %s attacks failed (%s); running it in halves",
                      len(jobs), first.attack, _describe(failure))
         half = len(jobs) // 2
-        return [*execute_batch(jobs[:half], attack_class), *execute_batch(jobs[half:], attack_class)]
+        return [*execute_batch(jobs[:half], attack_class, deadline),
+                *execute_batch(jobs[half:], attack_class, deadline)]
     seconds = time.perf_counter() - started
-    return [AttackOutcome(job, reconstruction, None, seconds) for job, reconstruction in zip(jobs, reconstructions)]
+    return [_checked(job, reconstruction, seconds, len(jobs)) for job, reconstruction in zip(jobs, reconstructions)]
+
+
+def _checked(job: AttackJob, reconstruction: Reconstruction, batch_seconds: float, size: int) -> AttackOutcome:
+    share = batch_seconds / size
+    violation = reconstruction.violation(job.model.image_shape, job.model.num_classes)
+    if violation is not None:
+        return AttackOutcome(job, None, f"broke the attack contract: {violation}", share, "failed", batch_seconds, size)
+    return AttackOutcome(job, reconstruction, None, share, "ok", batch_seconds, size)
+
+
+def report(on_done: OutcomeCallback, outcome: AttackOutcome) -> None:
+    """Hand ``outcome`` to its callback; a failure there is logged, never raised (a runner
+    goes on with the other outcomes)."""
+    try:
+        on_done(outcome)
+    except Exception:  # noqa: BLE001 - e.g. the store is gone: the other outcomes still count
+        _log.exception("reporting the outcome of %s failed", outcome.job.attack)
 
 
 def batches(jobs: Sequence[AttackJob], max_batch: int) -> list[list[AttackJob]]:
@@ -100,16 +145,11 @@ def batches(jobs: Sequence[AttackJob], max_batch: int) -> list[list[AttackJob]]:
 
 def _describe(failure: Exception) -> str:
     if isinstance(failure, AttackNotApplicable):
-        return f"not applicable: {failure}"
+        return first_line(failure)
     if isinstance(failure, torch.OutOfMemoryError):
         return f"out of GPU memory: {first_line(failure)}"
     frame = traceback.extract_tb(failure.__traceback__)[-1]
     return f"{type(failure).__name__}: {first_line(failure)} ({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno})"
-
-
-def first_line(error: BaseException) -> str:
-    """An exception's message as one line (its first), or its type's name when it has none."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 class AttackRunner(ABC):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fedleak.config import RunnerConfig
-from fedleak.runner.base import AttackJob, AttackRunner, OutcomeCallback, batches, execute_batch
+from fedleak.runner.base import AttackJob, AttackRunner, OutcomeCallback, batches, execute_batch, report
 
 
 class InlineRunner(AttackRunner):
@@ -15,4 +15,4 @@ class InlineRunner(AttackRunner):
     def submit(self, jobs: Sequence[AttackJob], on_done: OutcomeCallback) -> None:
         for batch in batches(jobs, self.max_batch):
             for outcome in execute_batch(batch):
-                on_done(outcome)
+                report(on_done, outcome)

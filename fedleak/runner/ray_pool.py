@@ -26,12 +26,14 @@ import time
 from collections import deque
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 
-from fedleak.attacks import ATTACKS, Attack, Reconstruction
+from fedleak.attacks import ATTACKS, Attack, AttackStatus
 from fedleak.config import RunnerConfig
-from fedleak.runner.base import AttackJob, AttackOutcome, AttackRunner, OutcomeCallback, execute_batch, first_line
+from fedleak.errors import first_line
+from fedleak.runner.base import AttackJob, AttackOutcome, AttackRunner, OutcomeCallback, execute_batch, report
 
 _log = logging.getLogger(__name__)
 _CANCELLED = "cancelled: the run ended before the attack finished"
@@ -39,8 +41,8 @@ _POLL_S = 0.05
 """How often the dispatcher looks for finished attacks and expired deadlines."""
 
 
-_Result = tuple[Reconstruction | None, str | None, float]
-"""An :class:`AttackOutcome` less its job, as a worker returns it."""
+_Result = dict[str, Any]
+"""An :class:`AttackOutcome` less its job (:meth:`AttackOutcome.without_job`), as a worker returns it."""
 
 
 @ray.remote
@@ -50,7 +52,7 @@ class AttackWorker:
     def run(self, jobs: list[AttackJob], attack_class: type[Attack]) -> list[_Result]:
         """Each job's outcome without the job: the dispatcher has it, and sending its
         weights back would double what crosses the process boundary."""
-        return [(o.reconstruction, o.error, o.seconds) for o in execute_batch(jobs, attack_class)]
+        return [outcome.without_job() for outcome in execute_batch(jobs, attack_class)]
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ class RayRunner(AttackRunner):
                 if refusal:
                     refused.append((item.job, refusal))
         for job, refusal in refused:
-            on_done(AttackOutcome(job, None, refusal, 0.0))
+            report(on_done, AttackOutcome.unfinished(job, refusal, _status(refusal)))
 
     def _enqueue(self, item: _Queued) -> str | None:
         """Append ``item`` (holding ``_changed``); the reason when it is refused instead."""
@@ -154,7 +156,7 @@ class RayRunner(AttackRunner):
         for worker in self._idle:
             ray.kill(worker)
         for item in cancelled:
-            item.on_done(AttackOutcome(item.job, None, _CANCELLED, 0.0))
+            report(item.on_done, AttackOutcome.unfinished(item.job, _CANCELLED, "cancelled"))
 
     def _new_worker(self) -> ray.actor.ActorHandle:
         return AttackWorker.options(**self._options).remote()
@@ -187,7 +189,7 @@ class RayRunner(AttackRunner):
             self._running.clear()
             self._changed.notify_all()
         for item in left:
-            item.on_done(AttackOutcome(item.job, None, reason, 0.0))
+            report(item.on_done, AttackOutcome.unfinished(item.job, reason))
 
     def _start_queued(self) -> None:
         while self._queue and self._idle:
@@ -224,10 +226,7 @@ class RayRunner(AttackRunner):
             self._changed.notify_all()
         try:
             for item, outcome in zip(running.batch, outcomes):
-                try:
-                    item.on_done(outcome)
-                except Exception:  # noqa: BLE001 - a failure to store one outcome must not stop the dispatcher
-                    _log.exception("storing the outcome of %s failed", item.job.attack)
+                report(item.on_done, outcome)
         finally:
             with self._changed:
                 self._reporting -= 1
@@ -239,7 +238,7 @@ class RayRunner(AttackRunner):
             return
         worker = running.worker
         try:
-            outcomes = [AttackOutcome(item.job, *result) for item, result in zip(running.batch, ray.get(ref))]
+            outcomes = [AttackOutcome(job=item.job, **result) for item, result in zip(running.batch, ray.get(ref))]
         except ray.exceptions.RayActorError as error:
             outcomes = self._failed(running, f"worker died: {first_line(error)}")
             worker = self._new_worker()
@@ -263,8 +262,13 @@ class RayRunner(AttackRunner):
 
     @staticmethod
     def _failed(running: _Running, error: str) -> list[AttackOutcome]:
-        seconds = time.perf_counter() - running.started
-        return [AttackOutcome(item.job, None, error, seconds) for item in running.batch]
+        seconds = (time.perf_counter() - running.started) / len(running.batch)
+        return [AttackOutcome.unfinished(item.job, error, seconds=seconds) for item in running.batch]
+
+
+def _status(refusal: str) -> AttackStatus:
+    """A job refused at submission: cancelled when the run was ending, else failed."""
+    return "cancelled" if refusal == _CANCELLED else "failed"
 
 
 def _overdue(running: _Running, now: float, grace_s: float) -> bool:
