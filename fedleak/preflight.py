@@ -40,18 +40,22 @@ def check_runnable(scenario: Scenario) -> None:
 
 def check_model(scenario: Scenario, splits: DatasetSplits) -> None:
     """The model builds for the dataset's image shape and classes, is not too large, and
-    maps a batch of images to one logit per class — on PyTorch's ``meta`` device, which
-    computes shapes without allocating any memory."""
+    maps a batch of images to one logit per class.
+
+    It is first built on PyTorch's ``meta`` device (shapes without memory) to count its
+    parameters, and run on the CPU only once it is known to fit: a meta *forward* would
+    cost seconds of imports (PyTorch's meta kernels), a real build of a huge model its memory.
+    """
     spec = scenario.model_spec(splits)
     where = f"model {spec.name} on {'×'.join(map(str, spec.image_shape))} images"
     try:
         with torch.device("meta"):
-            model = spec.build(seed=scenario.seed)
-            logits = model(torch.zeros(2, *spec.image_shape))
+            size = sum(p.numel() for p in spec.build(seed=scenario.seed).parameters())
+        if size > MAX_PARAMETERS:
+            raise FedleakError(f"{where}: {size:,} parameters; at most {MAX_PARAMETERS:,}")
+        with torch.no_grad():
+            logits = spec.build(seed=scenario.seed)(torch.zeros(2, *spec.image_shape))
     except (RuntimeError, ValueError, TypeError, IndexError) as error:  # e.g. a kernel larger than its input
         raise FedleakError(f"{where}: does not run: {first_line(error)}") from None
-    size = sum(p.numel() for p in model.parameters())
-    if size > MAX_PARAMETERS:
-        raise FedleakError(f"{where}: {size:,} parameters; at most {MAX_PARAMETERS:,}")
     if tuple(logits.shape) != (2, spec.num_classes):
         raise FedleakError(f"{where}: outputs {tuple(logits.shape[1:])} per image, not {spec.num_classes} logits")

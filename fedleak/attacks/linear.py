@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.optimize
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -232,6 +231,8 @@ def _rank_one_output(weight_grad: torch.Tensor, weight: torch.Tensor) -> tuple[t
     upper = -math.log(float(-u[label]))
     grid = np.linspace(upper - 40, upper, 801)
     start = grid[int(np.argmin([np.linalg.norm(residual(np.array([g]))) for g in grid]))]
+    import scipy.optimize  # SciPy only when an output layer without bias is solved
+
     fit = scipy.optimize.least_squares(residual, [start], bounds=([upper - 60], [upper]), xtol=1e-15, ftol=1e-15)
     alpha = math.exp(float(fit.x[0]))
     return alpha * u, label, float(np.linalg.norm(fit.fun))

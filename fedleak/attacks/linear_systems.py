@@ -35,17 +35,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.linalg
-import scipy.sparse
-import scipy.sparse.linalg
 import torch
 import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 from torch import nn
 
 from fedleak.models import ImageClassifier
+
+if TYPE_CHECKING:  # SciPy is imported where a system is built or solved: validating a scenario needs none
+    import scipy.sparse
 
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh)
 RESHAPES = (nn.Flatten, nn.Identity)
@@ -232,6 +233,8 @@ def gradient_block(stage: Stage, k: torch.Tensor, weight_grad: torch.Tensor) -> 
 
 def _sparse(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
             shape: tuple[int, int]) -> scipy.sparse.csr_matrix:
+    import scipy.sparse
+
     return scipy.sparse.coo_matrix(
         (values.reshape(-1).numpy(), (rows.reshape(-1).numpy(), cols.reshape(-1).numpy())), shape=shape).tocsr()
 
@@ -260,6 +263,8 @@ def layer_system(stage: Stage, k: torch.Tensor, weight_grad: torch.Tensor,
     layer, whose z is unknown. ``known``: which entries of z are determined (ReLU: the
     active units); all when ``None``.
     """
+    import scipy.sparse
+
     blocks = [gradient_block(stage, k, weight_grad)]
     if forward_rhs is not None:
         rows = np.flatnonzero(known.reshape(-1).numpy()) if known is not None else slice(None)
@@ -269,6 +274,8 @@ def layer_system(stage: Stage, k: torch.Tensor, weight_grad: torch.Tensor,
 
 
 def _unit_rms_rows(matrix: scipy.sparse.csr_matrix, rhs: np.ndarray) -> tuple[scipy.sparse.csr_matrix, np.ndarray]:
+    import scipy.sparse.linalg
+
     norm = scipy.sparse.linalg.norm(matrix)
     scale = math.sqrt(matrix.shape[0]) / norm if norm > 0 else 1.0
     return matrix * scale, rhs * scale
@@ -333,6 +340,8 @@ def solve(system: LayerSystem, rcond: float) -> Solution:
 
 
 def _cholesky_solution(gram: np.ndarray, a: scipy.sparse.csr_matrix, b: np.ndarray) -> np.ndarray | None:
+    import scipy.linalg
+
     try:
         factor = scipy.linalg.cho_factor(gram)
     except np.linalg.LinAlgError:  # numerically indefinite despite the rank test: take the eigen path
