@@ -102,14 +102,14 @@ class ResultStore:
         self.directory = Path(directory)
         self.read_only = read_only
         self._lock = threading.Lock()
-        if read_only:
-            self._db = sqlite3.connect(f"{(self.directory / DATABASE).resolve().as_uri()}?mode=ro", uri=True,
-                                       check_same_thread=False)
-            self._db.row_factory = sqlite3.Row
-            return
-        (self.directory / "images").mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.directory / DATABASE, check_same_thread=False)
+        if not read_only:
+            (self.directory / "images").mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self.directory / DATABASE
+        self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro" if read_only else path, uri=read_only,
+                                   check_same_thread=False)
         self._db.row_factory = sqlite3.Row
+        if read_only:
+            return
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
         self._add_missing_columns()
@@ -131,10 +131,11 @@ class ResultStore:
         """
         if not (Path(directory) / DATABASE).is_file():
             raise FedleakError(f"not a run directory (no {DATABASE}): {directory}")
+        store = cls(directory, read_only=True)
         try:
-            store = cls(directory, read_only=True)
             tables = {row["name"] for row in store.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.Error as error:
+            store.close()
             raise FedleakError(f"{Path(directory) / DATABASE}: cannot be read as a database: {error}") from None
         missing = sorted({"runs", "rounds", "updates", "attack_results"} - tables)
         if missing:

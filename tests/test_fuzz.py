@@ -13,7 +13,6 @@ Examples: 500 each by default; ``FEDLEAK_FUZZ_EXAMPLES=2000`` for a longer run.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import string
@@ -150,7 +149,6 @@ def test_malformed_replies_are_rejected_and_the_round_goes_on(federation, mutati
         or any(received[k].shape != tuple(w.shape) for k, w in federation.sent.items())
     if impossible:
         assert second["status"] == "rejected" and second["reason"]
-    json.dumps(second)  # nothing unserialisable stored
 
 
 def test_the_fuzzed_reply_is_accepted_before_it_is_mutated(federation):
