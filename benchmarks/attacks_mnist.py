@@ -34,11 +34,11 @@ from typing import Any
 
 import torch
 
+from fedleak.adversary.metrics import SUCCESS_MSE, score
 from fedleak.attacks import ATTACKS, Budget
+from fedleak.client.training import offline_update
 from fedleak.data import ImageDataset
-from fedleak.metrics import SUCCESS_MSE, score
 from fedleak.models import ModelSpec
-from fedleak.training import offline_update
 
 from mnist_setup import lenet_on_mnist, machine, mnist_parser
 

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from fedleak.federation import simulate
+from fedleak.results.store import ResultStore, new_run_dir
 from fedleak.scenario import Scenario, parse_scenario
-from fedleak.store import ResultStore, new_run_dir
 
 from mnist_setup import machine, mnist_parser
 

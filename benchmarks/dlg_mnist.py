@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
+from fedleak.adversary.metrics import SUCCESS_MSE, score
 from fedleak.attacks import ATTACKS, Budget
-from fedleak.metrics import SUCCESS_MSE, score
+from fedleak.client.training import offline_update
 from fedleak.models import ModelSpec
-from fedleak.training import offline_update
 
 from mnist_setup import lenet_on_mnist, machine, mnist_parser
 

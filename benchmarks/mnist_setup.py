@@ -9,7 +9,7 @@ from typing import Literal
 
 import torch
 
-from fedleak.config import DatasetConfig
+from fedleak.core.config import DatasetConfig
 from fedleak.data import load_dataset
 from fedleak.data.datasets import DatasetSplits
 from fedleak.models import ModelSpec

@@ -32,13 +32,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fedleak.adversary.metrics import score
 from fedleak.attacks import ATTACKS, Budget
 from fedleak.attacks.kkt import exact_recoveries, nearest_reconstruction_ssim
+from fedleak.core.updates import ClientUpdate, UpdateMetadata
 from fedleak.data import ImageDataset
-from fedleak.metrics import score
 from fedleak.models import ImageClassifier
 from fedleak.models.mlp import MLP, MLPConfig
-from fedleak.updates import ClientUpdate, UpdateMetadata
 
 from mnist_setup import MNIST_ROOT, load_mnist
 

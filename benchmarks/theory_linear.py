@@ -14,7 +14,7 @@ any ``--set``). Models (``--models``, comma-separated keys):
   48 + 675 rows for 784 pixels (one config change);
 * ``lenet-leaky``: DLG's LeNet with LeakyReLU(0.2) instead of sigmoid.
 
-For each model the audit (``fedleak.audit``, random probe, no client data) gives the
+For each model the audit (``fedleak.adversary.audit``, random probe, no client data) gives the
 risk index (0 = fully recoverable). Measured, not asserted: one JSON line per trial,
 then a Markdown table.
 
@@ -33,12 +33,12 @@ from typing import Any
 
 import torch
 
+from fedleak.adversary.audit import audit_model
+from fedleak.adversary.metrics import score
 from fedleak.attacks import ATTACKS, Budget
-from fedleak.audit import audit_model
+from fedleak.client.training import offline_update
 from fedleak.data.datasets import DatasetSplits
-from fedleak.metrics import score
 from fedleak.models import MODELS, ModelSpec
-from fedleak.training import offline_update
 
 from mnist_setup import MNIST_ROOT, load_mnist, machine, mnist_spec
 

@@ -2,7 +2,7 @@
 
 Setting: a one-hidden-layer ReLU MLP (``mlp``, ``widths=[m]``) on real MNIST t10k images;
 in the attacked round the malicious server sends a random-parameter query
-(:func:`fedleak.malicious.random_query_weights`, default scales, seed = trial), the client
+(:func:`fedleak.adversary.malicious.random_query_weights`, default scales, seed = trial), the client
 takes one FedSGD step (lr ``--lr``) on a batch of B distinct images, and ``tensor`` (its
 defaults, batch size from the update's metadata) reads the update. With ``--honest`` the
 server sends the untrained model instead (PyTorch's default initialisation, seed = trial):
@@ -28,15 +28,15 @@ from typing import Any
 
 import torch
 
+from fedleak.adversary.malicious import random_query_weights
+from fedleak.adversary.metrics import SUCCESS_MSE, score
 from fedleak.attacks import ATTACKS, Budget
 from fedleak.attacks.tensor import TensorConfig
-from fedleak.config import RandomQueryConfig
+from fedleak.client.training import offline_update
+from fedleak.core.config import RandomQueryConfig
 from fedleak.data import ImageDataset
-from fedleak.malicious import random_query_weights
-from fedleak.metrics import SUCCESS_MSE, score
 from fedleak.models import ModelSpec
 from fedleak.models.mlp import MLPConfig
-from fedleak.training import offline_update
 
 from mnist_setup import MNIST_ROOT, load_mnist, machine, mnist_spec
 

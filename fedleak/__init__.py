@@ -4,37 +4,31 @@ The public API: scenarios, the core records, and the registries components add
 themselves to. Names are imported on first use (PEP 562), so a process that needs one
 part — an attack worker needs the attacks and models, not Flower, the datasets or the
 defenses — does not pay for importing the rest.
+
+The layers, bottom up: :mod:`fedleak.core` (config, registries, plugins, errors, the
+captured update); the components (:mod:`~fedleak.data`, :mod:`~fedleak.models`,
+:mod:`~fedleak.defenses`, :mod:`~fedleak.attacks`); :mod:`fedleak.scenario` (the schema
+composing them, and the pre-flight checks); :mod:`fedleak.client` (local training) and
+:mod:`fedleak.adversary` (capture → attack → score, and its runners);
+:mod:`fedleak.results` (the store and its reports); :mod:`fedleak.federation` (Flower
+glue) and :mod:`fedleak.cli`.
 """
 
-from importlib import import_module
-from typing import Any
+from fedleak.core.lazy import lazy_exports
 
-_HOMES = {
+__all__, __getattr__, __dir__ = lazy_exports(globals(), {
     "fedleak.adversary": ["Adversary"],
     "fedleak.attacks": ["ATTACKS", "Attack", "AttackConfig", "AttackNotApplicable", "Budget", "Reconstruction"],
-    "fedleak.data": ["DATASETS", "DataPlan", "DatasetSplits", "ImageDataset", "build_plan", "load_dataset"],
+    "fedleak.data": ["DATASETS", "PARTITIONERS", "DataPlan", "DatasetSplits", "ImageDataset", "build_plan",
+                     "load_dataset"],
     "fedleak.defenses": ["DEFENSES", "Defense", "DefensePipeline", "LocalRound", "PrivacyEvent"],
-    "fedleak.errors": ["FedleakError"],
-    "fedleak.evaluation": ["AttackResult", "Evaluator"],
+    "fedleak.core.errors": ["FedleakError"],
+    "fedleak.core.registry": ["Registry"],
+    "fedleak.adversary.evaluation": ["AttackResult", "Evaluator"],
     "fedleak.models": ["MODELS", "ImageClassifier", "ModelSpec"],
-    "fedleak.privacy": ["Epsilon", "PrivacyLedger"],
+    "fedleak.adversary.privacy": ["Epsilon", "PrivacyLedger"],
+    "fedleak.adversary.runner": ["RUNNERS", "AttackRunner"],
     "fedleak.scenario": ["Scenario", "load_scenario", "parse_scenario"],
-    "fedleak.store": ["ResultStore"],
-    "fedleak.updates": ["ClientUpdate", "UpdateMetadata"],
-}
-_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
-
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module 'fedleak' has no attribute {name!r}")
-    value = getattr(import_module(_MODULE_OF[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
-
+    "fedleak.results": ["ResultStore"],
+    "fedleak.core.updates": ["ClientUpdate", "UpdateMetadata"],
+})

@@ -2,7 +2,7 @@
 
 User errors end with one line on stderr naming the problem, and exit code 2, before
 anything starts: ``fedleak run`` validates the scenario and checks it against its data
-(:mod:`fedleak.preflight`) before it imports Flower or Ray. A run that fails (e.g. no
+(:mod:`fedleak.scenario.preflight`) before it imports Flower or Ray. A run that fails (e.g. no
 client reply accepted in a round) ends with one line and exit code 1.
 """
 
@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from fedleak.errors import FedleakError, RunFailed
+from fedleak.core.errors import FedleakError, RunFailed
 
 if TYPE_CHECKING:
-    from fedleak.store import ResultStore
+    from fedleak.results.store import ResultStore
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Federated learning with an adversarial server that reconstructs client data.")
@@ -37,17 +37,17 @@ def run(
         help="At the end, finish every attack (--wait) or cancel the rest (--no-wait); default: runner.wait.")] = None,
 ) -> None:
     """Run a scenario as a Flower simulation; store everything in a new run directory."""
-    from fedleak.preflight import check_runnable
+    from fedleak.results.store import check_out_dir, new_run_dir
     from fedleak.scenario import load_scenario
-    from fedleak.store import check_out_dir, new_run_dir
+    from fedleak.scenario.preflight import check_runnable
 
     resolved = load_scenario(scenario, [*set_, *([f"runner.wait={str(wait).lower()}"] if wait is not None else [])])
     check_out_dir(out)
     check_runnable(resolved)
     run_dir = new_run_dir(out, resolved.name)
 
+    from fedleak.adversary.progress import ConsoleProgress
     from fedleak.federation import simulate  # Flower and Ray: only for a scenario that will run
-    from fedleak.progress import ConsoleProgress
 
     console.print(f"fedleak: running [bold]{resolved.name}[/] → {run_dir}")
     simulate(resolved, run_dir, ConsoleProgress(), verbose=verbose)
@@ -58,7 +58,7 @@ def run(
 
 
 def _raise_if_failed(run_dir: Path) -> None:
-    from fedleak.store import ResultStore
+    from fedleak.results.store import ResultStore
 
     store = ResultStore.open_existing(run_dir)
     try:
@@ -83,7 +83,7 @@ FROM updates WHERE run_id = ?"""
 @app.command()
 def results(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Print the per-round table of a run (read-only: the run directory is not changed)."""
-    from fedleak.store import ResultStore
+    from fedleak.results.store import ResultStore
 
     store = ResultStore.open_existing(run_dir)
     try:
@@ -96,7 +96,7 @@ def results(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -
 
 
 def _print_run(store: ResultStore, run_dir: Path, run_row: dict[str, Any]) -> None:
-    from fedleak.report import round_table
+    from fedleak.results import round_table
 
     console.print(round_table(store, run_row["run_id"]))
     risk = "not auditable" if run_row["risk_index"] is None else f"{run_row['risk_index']:.3f}"
@@ -126,8 +126,8 @@ def audit(
     """
     from pydantic import ValidationError
 
+    from fedleak.adversary.audit import audit_model, audit_table
     from fedleak.attacks.linear_systems import UnsupportedArchitecture
-    from fedleak.audit import audit_model, audit_table
     from fedleak.models import MODELS, ModelSpec
     from fedleak.scenario import apply_override, first_error
 

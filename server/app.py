@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
+from fedleak.adversary.progress import ConsoleProgress
 from fedleak.federation import build_server_app
 from fedleak.federation.app_config import run_from_run_config
-from fedleak.progress import ConsoleProgress
 
 APP_DIR = Path(__file__).resolve().parent.parent
 

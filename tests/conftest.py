@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from fedleak.adversary import Adversary
+from fedleak.client.training import offline_update
+from fedleak.core.updates import ClientUpdate
 from fedleak.data import build_plan, load_dataset
 from fedleak.models import ModelSpec
 from fedleak.scenario import Scenario, parse_scenario
-from fedleak.training import offline_update
-from fedleak.updates import ClientUpdate
 
 MNIST_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
 

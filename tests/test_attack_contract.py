@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from fedleak.adversary import Adversary
+from fedleak.adversary.evaluation import Evaluator
+from fedleak.adversary.runner import AttackJob, InlineRunner, execute_batch
 from fedleak.attacks import ATTACKS, Attack, AttackNotApplicable, Budget, Reconstruction
 from fedleak.attacks.stacked import StackedInversion
 from fedleak.data import build_plan, load_dataset
-from fedleak.evaluation import Evaluator
-from fedleak.runner import AttackJob, InlineRunner, execute_batch
-from fedleak.store import ResultStore
+from fedleak.results.store import ResultStore
 
 from conftest import fedsgd_update, tiny_scenario
 

@@ -3,13 +3,13 @@
 import pytest
 import torch
 
+from fedleak.adversary.evaluation import Evaluator
+from fedleak.adversary.metrics import score
 from fedleak.attacks import ATTACKS, AttackNotApplicable, Budget
 from fedleak.attacks.labels import infer_label_counts
 from fedleak.attacks.stacked import StackedInversion
+from fedleak.client.training import offline_update
 from fedleak.data import build_plan, load_dataset
-from fedleak.evaluation import Evaluator
-from fedleak.metrics import score
-from fedleak.training import offline_update
 
 from conftest import fedsgd_update, tiny_scenario
 

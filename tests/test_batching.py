@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from fedleak.adversary import Adversary
+from fedleak.adversary.evaluation import Evaluator
+from fedleak.adversary.runner import AttackJob, InlineRunner, batches, execute_batch
 from fedleak.attacks import ATTACKS, Attack, AttackNotApplicable, Budget
-from fedleak.config import RunnerConfig
+from fedleak.core.config import RunnerConfig
 from fedleak.data import build_plan, load_dataset
-from fedleak.evaluation import Evaluator
-from fedleak.runner import AttackJob, InlineRunner, batches, execute_batch
-from fedleak.store import ResultStore
+from fedleak.results.store import ResultStore
 
 from conftest import fedsgd_update, tiny_scenario
 

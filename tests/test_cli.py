@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fedleak import cli
-from fedleak.store import ResultStore
+from fedleak.results.store import ResultStore
 
 QUICKSTART = str(Path(__file__).resolve().parents[1] / "scenarios" / "quickstart.toml")
 
@@ -109,7 +109,7 @@ def test_results_of_a_finished_run_creates_nothing(monkeypatch, capsys, tmp_path
 
 
 def _stored_run(out, status, error):
-    from fedleak.store import ResultStore, new_run_dir
+    from fedleak.results.store import ResultStore, new_run_dir
 
     run_dir = new_run_dir(out, "stub")
     store = ResultStore(run_dir)

@@ -4,10 +4,11 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, Context, Message, RecordDict
 
+from fedleak.adversary.evaluation import Evaluator
+from fedleak.client.training import train_locally
+from fedleak.core import wire
 from fedleak.data import build_plan, load_dataset
-from fedleak.evaluation import Evaluator
 from fedleak.federation import client, records
-from fedleak.training import train_locally
 
 from conftest import tiny_scenario
 
@@ -43,7 +44,7 @@ def test_evaluator_ground_truth_is_what_the_client_used(training):
     splits = load_dataset(scenario.dataset)
     plan = build_plan(scenario.seed, scenario.dataset, scenario.partition)
     truth = Evaluator(splits.train, plan, scenario.training).ground_truth((2,), 3)
-    assert content["metrics"][records.NUM_EXAMPLES] == len(truth)
+    assert content["metrics"][wire.NUM_EXAMPLES] == len(truth)
 
     # Re-train from the same weights on the evaluator's samples (in the plan's batch
     # order): the weights must equal the client's reply bit for bit.

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from fedleak.config import DatasetConfig, PartitionConfig, TrainingConfig
+from fedleak.core.config import DatasetConfig, PartitionConfig, TrainingConfig
+from fedleak.core.errors import FedleakError
 from fedleak.data import DataPlan, build_plan, load_dataset
 from fedleak.data.idx import read_idx
 from fedleak.data.partition import partition_indices
-from fedleak.errors import FedleakError
 
 from conftest import MNIST_DIR, tiny_scenario
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from fedleak.client.local_round import local_round
 from fedleak.data import load_dataset
 from fedleak.federation import records, simulate
-from fedleak.federation.client import local_round
-from fedleak.store import ResultStore, new_run_dir
+from fedleak.results.store import ResultStore, new_run_dir
 
 from conftest import tiny_scenario
 

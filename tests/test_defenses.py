@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from fedleak.core.errors import FedleakError
 from fedleak.defenses import DEFENSES, DefensePipeline
 from fedleak.defenses.local_dp import clip_update
-from fedleak.errors import FedleakError
 from fedleak.federation import records
 
 from conftest import tiny_scenario

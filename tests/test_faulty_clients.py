@@ -11,10 +11,11 @@ from flwr.app import Array, Context, Message
 from flwr.clientapp import ClientApp
 from ray import cloudpickle
 
-from fedleak.federation import build_server_app, records, run_simulated
+from fedleak.adversary.progress import Progress
+from fedleak.core import wire
+from fedleak.federation import build_server_app, run_simulated
 from fedleak.federation.client import train
-from fedleak.progress import Progress
-from fedleak.store import ResultStore, new_run_dir
+from fedleak.results.store import ResultStore, new_run_dir
 
 from conftest import tiny_scenario
 
@@ -30,7 +31,7 @@ FAULTS = {  # partition id → what its client does to fedleak's honest reply (0
     2: lambda content: _first_array(content, lambda a: Array(np.full(a.shape, np.nan, dtype=np.float32))),
     3: lambda content: _first_array(content, lambda a: Array(dtype=a.dtype, shape=a.shape, stype=a.stype,
                                                              data=a.data[:-4])),
-    4: lambda content: content["metrics"].__setitem__(records.PARTITION_ID, 99),
+    4: lambda content: content["metrics"].__setitem__(wire.PARTITION_ID, 99),
     5: lambda content: _first_array(content, lambda a: Array(a.numpy().astype(np.float64))),
 }
 REASONS = {1: "client error:", 2: "holds non-finite values", 3: "cannot decode its arrays",

@@ -25,10 +25,11 @@ from flwr.app import Array, ArrayRecord, MetricRecord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedleak.errors import FedleakError
+from fedleak.core import wire
+from fedleak.core.errors import FedleakError
 from fedleak.federation import records
-from fedleak.preflight import check_runnable
 from fedleak.scenario import load_scenario
+from fedleak.scenario.preflight import check_runnable
 
 from conftest import tiny_scenario
 from test_reply_boundary import Federation
@@ -94,8 +95,8 @@ def _mutations():
             return {**arrays, name: change(arrays[name])}, metrics
         return mutate
 
-    metric_keys = st.sampled_from([records.PARTITION_ID, records.LR, records.LOCAL_STEPS, records.BATCH_SIZE,
-                                   records.NUM_EXAMPLES, records.TRAIN_LOSS])
+    metric_keys = st.sampled_from([wire.PARTITION_ID, wire.LR, wire.LOCAL_STEPS, wire.BATCH_SIZE,
+                                   wire.NUM_EXAMPLES, wire.TRAIN_LOSS])
     # What a MetricRecord can carry (it refuses booleans and strings itself).
     metric_values = st.one_of(st.integers(-5, 200), st.integers(-(2**63), 2**63 - 1),
                               st.floats(allow_nan=True, allow_infinity=True),

@@ -20,11 +20,11 @@ import torch.nn.functional as F
 
 from fedleak.attacks import ATTACKS, AttackNotApplicable, Budget
 from fedleak.attacks.kkt import exact_recoveries, nearest_reconstruction_ssim
-from fedleak.config import DatasetConfig
+from fedleak.core.config import DatasetConfig
+from fedleak.core.updates import ClientUpdate, UpdateMetadata
 from fedleak.data import load_dataset
 from fedleak.models import ImageClassifier
 from fedleak.models.mlp import MLP, MLPConfig
-from fedleak.updates import ClientUpdate, UpdateMetadata
 
 TRAIN_SIZE = 20
 EPOCHS = 6000

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from fedleak import cli
+from fedleak.adversary.audit import audit_model
+from fedleak.adversary.evaluation import Evaluator
+from fedleak.adversary.metrics import score
 from fedleak.attacks import ATTACKS, AttackNotApplicable, Budget
-from fedleak.audit import audit_model
 from fedleak.data import build_plan, load_dataset
-from fedleak.evaluation import Evaluator
-from fedleak.metrics import score
 
 from conftest import fedsgd_update, tiny_scenario
 

@@ -1,6 +1,6 @@
 import torch
 
-from fedleak.metrics import label_count_accuracy, match, score
+from fedleak.adversary.metrics import label_count_accuracy, match, score
 
 
 def test_matching_undoes_a_permutation():

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import fedleak.data.partition as partition_module
-from fedleak.config import DatasetConfig, PartitionConfig
+from fedleak.core.config import DatasetConfig, PartitionConfig
+from fedleak.core.errors import FedleakError
 from fedleak.data import load_dataset
 from fedleak.data.partition import partition_indices
-from fedleak.errors import FedleakError
 
 SYNTHETIC = torch.as_tensor(np.array([9, 1, 6, 3])[np.random.default_rng(0).integers(0, 4, 60)])
 """60 labels from four classes that are neither contiguous nor sorted by first appearance."""
@@ -108,7 +108,7 @@ def test_dirichlet_shards_match_flwr_datasets(flwr_shards, digits, data, num_cli
 def test_partitioning_imports_neither_datasets_nor_flower_nor_ray():
     code = (
         "import sys, torch\n"
-        "from fedleak.config import PartitionConfig\n"
+        "from fedleak.core.config import PartitionConfig\n"
         "from fedleak.data.partition import partition_indices\n"
         "for method in ('iid', 'dirichlet'):\n"
         "    partition_indices(torch.arange(40) % 4, PartitionConfig(method=method), 0)\n"

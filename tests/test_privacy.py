@@ -7,10 +7,10 @@ import pytest
 import torch
 from opacus.accountants import RDPAccountant
 
+from fedleak.adversary.privacy import PrivacyLedger
+from fedleak.client.training import train_locally
 from fedleak.data import build_plan, load_dataset
 from fedleak.defenses import LocalRound
-from fedleak.privacy import PrivacyLedger
-from fedleak.training import train_locally
 
 from conftest import tiny_scenario
 

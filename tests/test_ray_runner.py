@@ -11,14 +11,14 @@ import ray
 from ray import cloudpickle
 
 from fedleak.adversary import Adversary
+from fedleak.adversary.evaluation import Evaluator
+from fedleak.adversary.runner import InlineRunner
+from fedleak.adversary.runner.ray_pool import RayRunner
 from fedleak.attacks import ATTACKS, Attack
-from fedleak.config import RunnerConfig
+from fedleak.core.config import RunnerConfig
 from fedleak.data import build_plan, load_dataset
-from fedleak.evaluation import Evaluator
 from fedleak.federation import simulate
-from fedleak.runner import InlineRunner
-from fedleak.runner.ray_pool import RayRunner
-from fedleak.store import ResultStore, new_run_dir
+from fedleak.results.store import ResultStore, new_run_dir
 
 from conftest import fedsgd_update, tiny_scenario
 

@@ -19,17 +19,17 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedleak.adversary import Adversary
+from fedleak.adversary.evaluation import Evaluator
+from fedleak.adversary.runner import InlineRunner
 from fedleak.attacks import ATTACKS, Attack, Reconstruction
+from fedleak.client.local_round import LocalReply, local_round
+from fedleak.core.errors import RunFailed
 from fedleak.data import build_plan, load_dataset
-from fedleak.errors import RunFailed
-from fedleak.evaluation import Evaluator
 from fedleak.federation import records
-from fedleak.federation.client import LocalReply, local_round
 from fedleak.federation.server import mean_train_loss
 from fedleak.federation.strategy import AdversarialStrategy
-from fedleak.runner import InlineRunner
+from fedleak.results.store import ResultStore
 from fedleak.scenario import Scenario
-from fedleak.store import ResultStore
 
 from conftest import tiny_scenario
 

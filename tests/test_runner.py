@@ -5,11 +5,11 @@ import subprocess
 import sys
 
 from fedleak.adversary import Adversary
+from fedleak.adversary.evaluation import Evaluator
+from fedleak.adversary.runner import AttackJob, InlineRunner, execute
 from fedleak.attacks import ATTACKS, Attack
 from fedleak.data import build_plan, load_dataset
-from fedleak.evaluation import Evaluator
-from fedleak.runner import AttackJob, InlineRunner, execute
-from fedleak.store import ResultStore
+from fedleak.results.store import ResultStore
 
 from conftest import fedsgd_update, tiny_scenario
 
@@ -77,9 +77,9 @@ def test_every_optimisation_attack_runs_on_a_fedavg_update_and_stores_how_far_it
 
 
 def test_an_attack_worker_imports_neither_flower_nor_the_datasets_nor_torchmetrics():
-    # A Ray worker imports fedleak.runner (and through it the attacks and models) at start-up,
+    # A Ray worker imports fedleak.adversary.runner (and through it the attacks and models) at start-up,
     # on the cores the federation uses: the package's lazy public API keeps the rest out.
-    code = ("import sys, fedleak.runner.base, fedleak.runner.ray_pool; import fedleak; fedleak.ATTACKS; "
+    code = ("import sys, fedleak.adversary.runner.base, fedleak.adversary.runner.ray_pool; import fedleak; fedleak.ATTACKS; "
             "print(sorted(m for m in ('flwr', 'datasets', 'torchmetrics', 'opacus') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"

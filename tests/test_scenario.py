@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from fedleak.errors import FedleakError
+from fedleak.core.errors import FedleakError
 from fedleak.scenario import load_scenario, parse_scenario
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,10 +4,10 @@ import json
 
 import torch
 
+from fedleak.adversary.malicious import random_query_weights
 from fedleak.data import load_dataset
 from fedleak.federation import simulate
-from fedleak.malicious import random_query_weights
-from fedleak.store import ResultStore, new_run_dir
+from fedleak.results.store import ResultStore, new_run_dir
 
 from conftest import tiny_scenario
 

@@ -3,9 +3,9 @@ import sqlite3
 import pytest
 import torch
 
-from fedleak.evaluation import AttackResult
-from fedleak.store import ResultStore
-from fedleak.updates import ClientUpdate, UpdateMetadata
+from fedleak.adversary.evaluation import AttackResult
+from fedleak.core.updates import ClientUpdate, UpdateMetadata
+from fedleak.results.store import ResultStore
 
 
 def test_store_round_trip(tmp_path):

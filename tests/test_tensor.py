@@ -4,14 +4,14 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from fedleak.adversary.malicious import random_query_weights
+from fedleak.adversary.metrics import score
 from fedleak.attacks import ATTACKS, AttackNotApplicable, Budget
 from fedleak.attacks.tensor import TensorConfig, recover
-from fedleak.config import RandomQueryConfig
+from fedleak.client.training import offline_update
+from fedleak.core.config import RandomQueryConfig
 from fedleak.data import load_dataset
-from fedleak.malicious import random_query_weights
-from fedleak.metrics import score
 from fedleak.models.base import linear_layers
-from fedleak.training import offline_update
 
 from conftest import tiny_scenario
 

@@ -12,7 +12,7 @@ from fedleak.attacks.base import (
     Reconstruction,
     Requirement,
 )
-from fedleak.registry import import_submodules
+from fedleak.core.registry import import_submodules
 
 import_submodules(sys.modules[__name__])
 

@@ -15,9 +15,9 @@ from pydantic import Field
 from torch import nn
 
 from fedleak.attacks.base import ATTACKS, Attack, AttackConfig, AttackNotApplicable, Budget, Reconstruction
+from fedleak.core.updates import ClientUpdate
 from fedleak.models import ImageClassifier
 from fedleak.models.base import first_weighted_layer
-from fedleak.updates import ClientUpdate
 
 
 class AnalyticConfig(AttackConfig):

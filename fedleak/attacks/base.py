@@ -1,6 +1,6 @@
 """The attack interface and registry.
 
-An attack turns one :class:`~fedleak.updates.ClientUpdate` plus the architecture
+An attack turns one :class:`~fedleak.core.updates.ClientUpdate` plus the architecture
 (carrying the global weights the server sent) into a :class:`Reconstruction`. Each
 attack is one module that registers its class by name; its ``Config`` (a pydantic
 model) holds every knob and is validated from the scenario.
@@ -19,10 +19,10 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field
 
-from fedleak.config import Seed, Strict
+from fedleak.core.config import Seed, Strict
+from fedleak.core.registry import Registry
+from fedleak.core.updates import ClientUpdate
 from fedleak.models import ImageClassifier
-from fedleak.registry import Registry
-from fedleak.updates import ClientUpdate
 
 
 class Requirement(StrEnum):

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from fedleak.core.updates import ClientUpdate, Weights
 from fedleak.models import ImageClassifier
-from fedleak.updates import ClientUpdate, Weights
 
 Parameters = dict[str, torch.Tensor]
 """Named parameter tensors, in the model's parameter order."""

@@ -28,8 +28,8 @@ from fedleak.attacks.base import ATTACKS, Requirement
 from fedleak.attacks.gradients import observed_delta, simulated_update
 from fedleak.attacks.objectives import cosine_distance, total_variation
 from fedleak.attacks.stacked import ProblemStack, Solution, StackedConfig, StackedInversion
+from fedleak.core.updates import ClientUpdate
 from fedleak.models import ImageClassifier
-from fedleak.updates import ClientUpdate
 
 MILESTONES = (3 / 8, 5 / 8, 7 / 8)
 """Fractions of the iterations where the step size drops tenfold (Geiping et al.'s schedule)."""

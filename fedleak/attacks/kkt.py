@@ -59,8 +59,8 @@ from fedleak.attacks.base import (
     Reconstruction,
     Requirement,
 )
+from fedleak.core.updates import ClientUpdate
 from fedleak.models import ImageClassifier
-from fedleak.updates import ClientUpdate
 
 MulticlassMargins = Literal["runner_up", "all"]
 Variant = Literal["max_margin", "weight_decay"]

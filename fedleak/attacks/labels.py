@@ -35,9 +35,9 @@ import torch
 from torch.func import functional_call
 
 from fedleak.attacks.base import AttackNotApplicable
+from fedleak.core.updates import ClientUpdate
 from fedleak.models import ImageClassifier
 from fedleak.models.base import linear_layers
-from fedleak.updates import ClientUpdate
 
 PROBE_SIZE = 64
 """Random images used to estimate the client's mean predictions and feature mass."""

@@ -64,8 +64,8 @@ from fedleak.attacks.linear_systems import (
     solve,
 )
 from fedleak.attacks.objectives import cosine_distance, total_variation
+from fedleak.core.updates import ClientUpdate, Weights
 from fedleak.models import ImageClassifier
-from fedleak.updates import ClientUpdate, Weights
 
 
 class LinearConfig(AttackConfig):

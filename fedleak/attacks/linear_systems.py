@@ -1,6 +1,6 @@
 """The layer-wise linear systems of a feed-forward chain (R-GAP, Zhu & Blaschko 2021, §3).
 
-Shared by the ``linear`` attack and the leakage audit (:mod:`fedleak.audit`).
+Shared by the ``linear`` attack and the leakage audit (:mod:`fedleak.adversary.audit`).
 
 A supported network body is a chain x₀ → z₁ = W₁x₀ + b₁ → x₁ = σ₁(z₁) → … → z_L (the
 logits) of Conv2d/Linear layers, elementwise activations and reshapes. For one sample

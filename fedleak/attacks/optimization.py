@@ -21,8 +21,8 @@ from pydantic import Field
 from fedleak.attacks.base import Attack, AttackConfig, Budget, Deadline, Reconstruction
 from fedleak.attacks.gradients import observed_gradient
 from fedleak.attacks.labels import infer_labels
+from fedleak.core.updates import ClientUpdate, UpdateMetadata
 from fedleak.models import ImageClassifier
-from fedleak.updates import ClientUpdate, UpdateMetadata
 
 LabelSource = Literal["optimize", "infer"]
 

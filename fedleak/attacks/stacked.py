@@ -29,8 +29,8 @@ from torch.func import grad_and_value, vmap
 from fedleak.attacks.base import Attack, Budget, Deadline, Reconstruction
 from fedleak.attacks.gradients import Parameters, observed_gradient
 from fedleak.attacks.optimization import OptimizationConfig, fixed_labels
+from fedleak.core.updates import ClientUpdate, UpdateMetadata
 from fedleak.models import ImageClassifier
-from fedleak.updates import ClientUpdate, UpdateMetadata
 
 
 class StackedConfig(OptimizationConfig):

@@ -6,7 +6,7 @@ every hidden unit j, the value and the gradient of one function at the point w�
     g(w) = Σᵢ ρᵢ σ(wᵀxᵢ),   ∂L/∂aⱼ = g(wⱼ),   ∂L/∂wⱼ = aⱼ ∇g(wⱼ),
 
 with ρᵢ the per-sample residual (paper §3). When the server draws the wⱼ ~ N(0, I) (a
-*random query*, see :mod:`fedleak.malicious`), Stein's lemma turns averages over units into
+*random query*, see :mod:`fedleak.adversary.malicious`), Stein's lemma turns averages over units into
 moment tensors of the batch (paper §4, Hermite moments):
 
     E[∇g(w) ⊗ He₃(w)] = E[∇⁴g(w)] = Σᵢ ρᵢ E[σ⁗(wᵀxᵢ)] xᵢ^{⊗4}.
@@ -54,9 +54,9 @@ from fedleak.attacks.base import (
     Reconstruction,
     Requirement,
 )
+from fedleak.core.updates import ClientUpdate
 from fedleak.models import ImageClassifier
 from fedleak.models.base import linear_layers
-from fedleak.updates import ClientUpdate
 
 DTYPE = torch.float64
 _ROWS_PER_CHUNK = 2048

@@ -2,9 +2,9 @@
 
 import sys
 
+from fedleak.core.registry import import_submodules
 from fedleak.data.datasets import DATASETS, DatasetSplits, ImageDataset, load_dataset
 from fedleak.data.plan import DataPlan, build_plan
-from fedleak.registry import import_submodules
 
 import_submodules(sys.modules[__name__])
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
-from fedleak.config import DatasetConfig
+from fedleak.core.config import DatasetConfig
+from fedleak.core.errors import FedleakError
 from fedleak.data.datasets import DATASETS, DatasetSplits, ImageDataset, default_root
-from fedleak.errors import FedleakError
 
 
 def _split(tv_class: Any, config: DatasetConfig, train: bool) -> ImageDataset:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from fedleak.config import DatasetConfig
-from fedleak.errors import FedleakError, first_line
-from fedleak.registry import Registry
+from fedleak.core.config import DatasetConfig
+from fedleak.core.errors import FedleakError, first_line
+from fedleak.core.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedleak.config import DatasetConfig
+from fedleak.core.config import DatasetConfig
+from fedleak.core.errors import FedleakError
 from fedleak.data.datasets import DATASETS, DatasetSplits, ImageDataset
-from fedleak.errors import FedleakError
 
 # 1,797 images; the last 297 are held out as the test split (a fixed, seed-free split
 # so every process that loads the dataset sees the same pools).

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedleak.config import DatasetConfig
+from fedleak.core.config import DatasetConfig
+from fedleak.core.errors import FedleakError
 from fedleak.data.datasets import DATASETS, DatasetSplits, ImageDataset, default_root
-from fedleak.errors import FedleakError
 
 log = logging.getLogger(__name__)
 

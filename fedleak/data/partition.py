@@ -17,8 +17,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from fedleak.config import PartitionConfig
-from fedleak.errors import FedleakError
+from fedleak.core.config import PartitionConfig
+from fedleak.core.errors import FedleakError
 
 _DIRICHLET_DRAWS = 11
 """DirichletPartitioner draws once and retries up to 10 times to meet min_partition_size."""

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from fedleak.config import DatasetConfig, PartitionConfig, TrainingConfig
+from fedleak.core.config import DatasetConfig, PartitionConfig, TrainingConfig
 from fedleak.data.datasets import load_dataset
 from fedleak.data.partition import partition_indices
 

@@ -2,8 +2,8 @@
 
 import sys
 
+from fedleak.core.registry import import_submodules
 from fedleak.defenses.base import DEFENSES, Defense, DefensePipeline, LocalRound, PrivacyEvent
-from fedleak.registry import import_submodules
 
 import_submodules(sys.modules[__name__])
 

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import numpy as np
 import torch
 
-from fedleak.config import Strict
-from fedleak.registry import Registry
-from fedleak.training import TrainingWrapper
-from fedleak.updates import Weights
+from fedleak.client.training import TrainingWrapper
+from fedleak.core.config import Strict
+from fedleak.core.registry import Registry
+from fedleak.core.updates import Weights
 
 if TYPE_CHECKING:  # Flower is imported only when a federation runs, not to validate a scenario
     from flwr.serverapp.strategy import Strategy

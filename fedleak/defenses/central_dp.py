@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from fedleak.config import Strict
+from fedleak.core.config import Strict
 from fedleak.defenses.base import DEFENSES, Defense, LocalRound, PrivacyEvent
 
 if TYPE_CHECKING:  # Flower is imported only when a federation runs, not to validate a scenario

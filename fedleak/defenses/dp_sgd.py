@@ -16,9 +16,9 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from fedleak.config import Strict
+from fedleak.client.training import TrainingWrapper
+from fedleak.core.config import Strict
 from fedleak.defenses.base import DEFENSES, Defense, LocalRound, PrivacyEvent
-from fedleak.training import TrainingWrapper
 
 # Opacus' per-sample hooks fire on module outputs because images do not require grad;
 # torch warns about that on every step, though the per-sample gradients are right.

@@ -19,9 +19,9 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from fedleak.config import Strict
+from fedleak.core.config import Strict
+from fedleak.core.updates import Weights
 from fedleak.defenses.base import DEFENSES, Defense, LocalRound, PrivacyEvent
-from fedleak.updates import Weights
 
 
 class LocalDPConfig(Strict):

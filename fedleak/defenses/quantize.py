@@ -19,9 +19,9 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 
-from fedleak.config import Strict
+from fedleak.core.config import Strict
+from fedleak.core.updates import Weights
 from fedleak.defenses.base import DEFENSES, Defense
-from fedleak.updates import Weights
 
 
 class NoParameters(Strict):

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from fedleak.config import Strict
+from fedleak.core.config import Strict
 from fedleak.defenses.base import DEFENSES, Defense
 
 

@@ -15,9 +15,9 @@ import math
 import torch
 from pydantic import Field
 
-from fedleak.config import Strict
+from fedleak.core.config import Strict
+from fedleak.core.updates import Weights
 from fedleak.defenses.base import DEFENSES, Defense
-from fedleak.updates import Weights
 
 
 class KeepConfig(Strict):

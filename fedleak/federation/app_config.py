@@ -12,9 +12,9 @@ from pathlib import Path
 
 from flwr.app import Context
 
-from fedleak.preflight import check_runnable
+from fedleak.results.store import new_run_dir
 from fedleak.scenario import Scenario, load_scenario
-from fedleak.store import new_run_dir
+from fedleak.scenario.preflight import check_runnable
 
 
 @functools.lru_cache(maxsize=4)

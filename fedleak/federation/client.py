@@ -8,7 +8,6 @@ SecAgg+ needs) only translate to and from it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,26 +18,13 @@ from flwr.client.mod import make_ffn
 from flwr.clientapp import ClientApp
 from flwr.common import Scalar
 
-from fedleak.config import TrainingConfig
-from fedleak.data import build_plan, load_dataset
-from fedleak.defenses import DefensePipeline
-from fedleak.errors import FedleakError
+from fedleak.client.local_round import local_round
+from fedleak.core import wire
+from fedleak.core.errors import FedleakError
 from fedleak.federation import records
 from fedleak.scenario import Scenario
-from fedleak.training import train_locally
-from fedleak.updates import Weights
 
 ScenarioLoader = Callable[[Context], Scenario]
-
-
-@dataclass(frozen=True)
-class LocalReply:
-    """What the client sends back: the wire arrays, their encoding and the metadata."""
-
-    arrays: dict[str, np.ndarray]
-    """Model weights (``encoding`` is ``None``) or a quantizer's encoding of Δ."""
-    encoding: str | None
-    metrics: dict[str, int | float]
 
 
 def partition_of(context: Context, scenario: Scenario) -> int:
@@ -51,32 +37,6 @@ def partition_of(context: Context, scenario: Scenario) -> int:
     if not 0 <= partition_id < scenario.partition.num_clients:
         raise FedleakError(f"partition-id {partition_id} outside 0..{scenario.partition.num_clients - 1}")
     return partition_id
-
-
-def local_round(scenario: Scenario, partition_id: int, server_round: int, training: TrainingConfig,
-                sent: Weights) -> LocalReply:
-    """Train from ``sent`` on the data plan's batches for (partition, round), then defend."""
-    splits = load_dataset(scenario.dataset)
-    plan = build_plan(scenario.seed, scenario.dataset, scenario.partition)
-    pipeline = scenario.defense_pipeline()
-    generator = DefensePipeline.generator(scenario.seed, partition_id, server_round)
-    model = scenario.model_spec(splits).with_weights(sent)
-    batches = plan.batches(partition_id, server_round, training)
-    report = train_locally(model, splits.train, batches, training.lr,
-                           pipeline.private_training(training.batch_size, generator))
-
-    trained = model.state_dict()
-    delta = pipeline.apply({k: trained[k] - w for k, w in sent.items()}, generator)
-    if pipeline.encoding:
-        arrays = pipeline.encode(delta, generator)
-    else:
-        arrays = {k: (w + delta[k]).numpy() for k, w in sent.items()}
-    metrics = {
-        records.NUM_EXAMPLES: report.num_examples, records.PARTITION_ID: partition_id,
-        records.LOCAL_STEPS: report.steps, records.LR: training.lr,
-        records.BATCH_SIZE: training.batch_size, records.TRAIN_LOSS: report.mean_loss,
-    }
-    return LocalReply(arrays, pipeline.encoding, metrics)
 
 
 def train(message: Message, context: Context, scenario: Scenario) -> Message:
@@ -101,7 +61,7 @@ class LegacyClient(NumPyClient):
         sent = {k: torch.from_numpy(np.array(a)) for k, a in zip(self.names, parameters, strict=True)}
         reply = local_round(self.scenario, self.partition_id, int(config["server-round"]),
                             records.training_from_record(config), sent)
-        return [reply.arrays[k] for k in self.names], int(reply.metrics[records.NUM_EXAMPLES]), dict(reply.metrics)
+        return [reply.arrays[k] for k in self.names], int(reply.metrics[wire.NUM_EXAMPLES]), dict(reply.metrics)
 
 
 def legacy_train(message: Message, context: Context, scenario: Scenario) -> Message:

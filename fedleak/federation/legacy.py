@@ -1,6 +1,6 @@
 """The server on Flower's legacy strategy path, which SecAgg+ needs in flwr 1.41.
 
-It reuses the Message API path's :class:`~fedleak.federation.server.ServerRun` and
+It reuses the Message API path's :class:`~fedleak.federation.run.ServerRun` and
 :class:`~fedleak.adversary.Adversary` (the client side is
 :class:`~fedleak.federation.client.LegacyClient`, around the same ``local_round``).
 What is new is only the translation: the legacy strategy remembers what it sends and
@@ -16,7 +16,7 @@ a round with no result ends the run as failed.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,17 +27,16 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 from flwr.server.workflow import DefaultWorkflow
 
+from fedleak.core import wire
+from fedleak.core.errors import RunFailed, first_line
+from fedleak.core.updates import ClientUpdate, RejectedReply, Weights
 from fedleak.data import build_plan
 from fedleak.defenses.secagg import SecAggPlus
-from fedleak.errors import RunFailed, first_line
 from fedleak.federation import records
 from fedleak.federation.replies import ReplyChecker
+from fedleak.federation.run import ServerRun
 from fedleak.federation.secagg_capture import MaskedVector, capturing_workflow
 from fedleak.scenario import Scenario
-from fedleak.updates import ClientUpdate, RejectedReply, Weights
-
-if TYPE_CHECKING:
-    from fedleak.federation.server import ServerRun
 
 
 def max_examples(scenario: Scenario) -> int:
@@ -82,11 +81,11 @@ class LegacyCapture:
     def aggregate(self, server_round: int, aggregate: list[np.ndarray],
                   results: list[tuple[ClientProxy, FitRes]]) -> None:
         """The unmasked aggregate, attacked as one batch of every contributor's samples."""
-        contributors = tuple(sorted(int(res.metrics[records.PARTITION_ID]) for _, res in results))
+        contributors = tuple(sorted(int(res.metrics[wire.PARTITION_ID]) for _, res in results))
         metrics = {**results[0][1].metrics,
-                   records.NUM_EXAMPLES: sum(res.num_examples for _, res in results),
-                   records.BATCH_SIZE: sum(int(res.metrics[records.BATCH_SIZE]) for _, res in results)}
-        update = self._update(server_round, -1, {**metrics, records.PARTITION_ID: -1}, aggregate)
+                   wire.NUM_EXAMPLES: sum(res.num_examples for _, res in results),
+                   wire.BATCH_SIZE: sum(int(res.metrics[wire.BATCH_SIZE]) for _, res in results)}
+        update = self._update(server_round, -1, {**metrics, wire.PARTITION_ID: -1}, aggregate)
         self.run.adversary.observe(dataclasses.replace(update, aggregate_of=contributors))
 
     def _update(self, server_round: int, node_id: int, metrics: Any, arrays: list[np.ndarray]) -> ClientUpdate:

@@ -9,19 +9,12 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from fedleak.config import TrainingConfig
+from fedleak.core import wire
+from fedleak.core.config import TrainingConfig
+from fedleak.core.updates import ClientUpdate, UpdateMetadata, Weights
 from fedleak.data import load_dataset
 from fedleak.defenses import DEFENSES
 from fedleak.scenario import Scenario
-from fedleak.updates import ClientUpdate, UpdateMetadata, Weights
-
-# Reply metric keys the adversarial server reads; "num-examples" is Flower's weighting key.
-NUM_EXAMPLES, PARTITION_ID, LOCAL_STEPS, LR, BATCH_SIZE, TRAIN_LOSS = (
-    "num-examples", "partition-id", "local-steps", "lr", "batch-size", "train-loss",
-)
-
-# A reply whose arrays are a quantizer's encoding of Δ names it here (no record: weights).
-WIRE, ENCODING = "wire", "encoding"
 
 
 def training_record(training: TrainingConfig) -> ConfigRecord:
@@ -47,16 +40,16 @@ def reply_content(arrays: dict[str, np.ndarray], encoding: str | None,
         "metrics": MetricRecord(metrics),
     })
     if encoding is not None:
-        content[WIRE] = ConfigRecord({ENCODING: encoding})
+        content[wire.WIRE] = ConfigRecord({wire.ENCODING: encoding})
     return content
 
 
 def received_weights(content: RecordDict, sent: Weights) -> Weights:
     """The weights a reply stands for: decoded by the quantizer it names, if any."""
     arrays = {k: a.numpy() for k, a in content["arrays"].items()}
-    if WIRE not in content:
+    if wire.WIRE not in content:
         return {k: torch.from_numpy(np.array(a)) for k, a in arrays.items()}
-    delta = DEFENSES.get(str(content[WIRE][ENCODING])).decode(arrays)
+    delta = DEFENSES.get(str(content[wire.WIRE][wire.ENCODING])).decode(arrays)
     return {k: w + delta[k] for k, w in sent.items()}
 
 
@@ -64,7 +57,7 @@ def client_update(run_id: str, server_round: int, node_id: int, metrics: Mapping
                   sent: Weights, received: Weights) -> ClientUpdate:
     """What the server captured from one reply: the weights it stands for plus its metadata."""
     metadata = UpdateMetadata(
-        algorithm=algorithm, lr=float(metrics[LR]), local_steps=int(metrics[LOCAL_STEPS]),
-        batch_size=int(metrics[BATCH_SIZE]), num_examples=int(metrics[NUM_EXAMPLES]),
+        algorithm=algorithm, lr=float(metrics[wire.LR]), local_steps=int(metrics[wire.LOCAL_STEPS]),
+        batch_size=int(metrics[wire.BATCH_SIZE]), num_examples=int(metrics[wire.NUM_EXAMPLES]),
     )
-    return ClientUpdate(run_id, server_round, node_id, int(metrics[PARTITION_ID]), sent, received, metadata)
+    return ClientUpdate(run_id, server_round, node_id, int(metrics[wire.PARTITION_ID]), sent, received, metadata)

@@ -4,7 +4,7 @@ A reply is accepted only when its declared metadata agrees with what the server
 configured and with what the data plan says the client did (partition, local steps,
 examples), and its weights match the model sent: the same keys and shapes, the same
 dtype, finite values. Anything else — a client error, a truncated tensor, a lying
-partition id, NaN, float64 — becomes a :class:`~fedleak.updates.RejectedReply`: stored
+partition id, NaN, float64 — becomes a :class:`~fedleak.core.updates.RejectedReply`: stored
 with its reason, kept out of aggregation and attacks, and the round goes on.
 """
 
@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from fedleak.config import TrainingConfig
+from fedleak.core import wire
+from fedleak.core.config import TrainingConfig
+from fedleak.core.errors import first_line
+from fedleak.core.updates import ClientUpdate, RejectedReply, UpdateMetadata, Weights
 from fedleak.data import DataPlan
-from fedleak.errors import first_line
-from fedleak.federation import records
-from fedleak.updates import ClientUpdate, RejectedReply, UpdateMetadata, Weights
 
 
 class InvalidReply(Exception):
@@ -59,9 +59,9 @@ class ReplyChecker:
         return ClientUpdate(self.run_id, server_round, node_id, partition_id, sent, weights, metadata)
 
     def partition_id(self, metrics: Mapping[str, Any]) -> int:
-        partition_id = _integer(metrics, records.PARTITION_ID)
+        partition_id = _integer(metrics, wire.PARTITION_ID)
         if not 0 <= partition_id < self.plan.num_clients:
-            raise InvalidReply(f"{records.PARTITION_ID} {partition_id} is not a partition "
+            raise InvalidReply(f"{wire.PARTITION_ID} {partition_id} is not a partition "
                                f"(0..{self.plan.num_clients - 1})")
         return partition_id
 
@@ -70,20 +70,20 @@ class ReplyChecker:
         data plan gives for this partition and round."""
         training = self.training
         expected = {
-            records.BATCH_SIZE: training.batch_size,
-            records.LOCAL_STEPS: self.plan.local_steps(partition_id, training),
-            records.NUM_EXAMPLES: len(self.plan.samples(partition_id, server_round, training)),
+            wire.BATCH_SIZE: training.batch_size,
+            wire.LOCAL_STEPS: self.plan.local_steps(partition_id, training),
+            wire.NUM_EXAMPLES: len(self.plan.samples(partition_id, server_round, training)),
         }
         declared = {key: _integer(metrics, key) for key in expected}
         for key, value in expected.items():
             if declared[key] != value:
                 raise InvalidReply(f"{key} {declared[key]}, but the server configured {value}")
-        lr = _number(metrics, records.LR)
+        lr = _number(metrics, wire.LR)
         if not math.isclose(lr, training.lr, rel_tol=1e-9):
-            raise InvalidReply(f"{records.LR} {lr:g}, but the server configured {training.lr:g}")
-        _number(metrics, records.TRAIN_LOSS)
-        return UpdateMetadata(training.algorithm, lr, declared[records.LOCAL_STEPS],
-                              declared[records.BATCH_SIZE], declared[records.NUM_EXAMPLES])
+            raise InvalidReply(f"{wire.LR} {lr:g}, but the server configured {training.lr:g}")
+        _number(metrics, wire.TRAIN_LOSS)
+        return UpdateMetadata(training.algorithm, lr, declared[wire.LOCAL_STEPS],
+                              declared[wire.BATCH_SIZE], declared[wire.NUM_EXAMPLES])
 
 
 def check_weights(received: Weights, sent: Weights) -> None:

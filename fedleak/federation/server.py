@@ -1,35 +1,26 @@
-"""The adversarial server: one run's shared state, and the Message API federation.
+"""The adversarial ServerApp: the Message API federation and the entry point of a run.
 
-:class:`ServerRun` holds what every server-side path needs — the store, the adversary,
-the utility metric. :func:`run_server` drives a run through Flower's Message API
-(:func:`run_federation`) or, when a defense needs it (SecAgg+), through the legacy
-path in :mod:`fedleak.federation.legacy`.
+:func:`run_server` opens a :class:`~fedleak.federation.run.ServerRun` and drives it
+through Flower's Message API (:func:`run_federation`) or, when a defense needs it
+(SecAgg+), through the legacy path in :mod:`fedleak.federation.legacy`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from flwr.app import ArrayRecord, Context, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-from fedleak.adversary import Adversary
-from fedleak.audit import stored_audit
-from fedleak.data import ImageDataset, build_plan, load_dataset
-from fedleak.errors import RunFailed, first_line
-from fedleak.evaluation import Evaluator
+from fedleak.adversary.progress import Progress
+from fedleak.core import wire
+from fedleak.core.errors import RunFailed, first_line
 from fedleak.federation import legacy, records
+from fedleak.federation.run import ServerRun, num_sampled_clients
 from fedleak.federation.strategy import AdversarialStrategy
-from fedleak.models import ModelSpec
-from fedleak.progress import Progress
-from fedleak.runner import RUNNERS, AttackRunner
 from fedleak.scenario import Scenario
-from fedleak.store import ResultStore
-from fedleak.training import evaluate
-from fedleak.updates import Weights
 
 RunLoader = Callable[[Context], tuple[Scenario, Path]]
 
@@ -38,54 +29,8 @@ def mean_train_loss(replies: list[RecordDict], weighting_key: str) -> MetricReco
     """Aggregate only the loss (the other reply metrics are per-client metadata)."""
     metrics = [reply["metrics"] for reply in replies]
     total = sum(float(m[weighting_key]) for m in metrics)
-    loss = sum(float(m[records.TRAIN_LOSS]) * float(m[weighting_key]) for m in metrics) / total
-    return MetricRecord({records.TRAIN_LOSS: loss})
-
-
-def num_sampled_clients(scenario: Scenario) -> int:
-    """How many clients FedAvg samples per round (all are available: min_available = all)."""
-    return max(int(scenario.partition.num_clients * scenario.federation.fraction_train), 1)
-
-
-@dataclass
-class ServerRun:
-    """One run's server side: what it stores, who attacks, how utility is measured."""
-
-    scenario: Scenario
-    run_id: str
-    spec: ModelSpec
-    store: ResultStore
-    runner: AttackRunner
-    adversary: Adversary
-    test: ImageDataset
-    progress: Progress
-
-    @classmethod
-    def open(cls, scenario: Scenario, run_dir: Path, progress: Progress) -> ServerRun:
-        splits = load_dataset(scenario.dataset)
-        plan = build_plan(scenario.seed, scenario.dataset, scenario.partition)
-        spec = scenario.model_spec(splits)
-        store, run_id = ResultStore(run_dir), run_dir.name
-        store.start_run(run_id, scenario.name, scenario.to_toml())
-        # The architecture's risk at the initial weights: data-free, and cheap next to a round.
-        store.record_audit(run_id, *stored_audit(spec.build(seed=scenario.seed), probe_seed=scenario.seed))
-        runner = RUNNERS[scenario.runner.name](scenario.runner)
-        adversary = Adversary(scenario, spec, Evaluator(splits.train, plan, scenario.training), store, runner,
-                              progress)
-        test = splits.test.subset(slice(scenario.federation.test_samples))
-        return cls(scenario, run_id, spec, store, runner, adversary, test, progress)
-
-    def initial_weights(self) -> Weights:
-        return self.spec.build(seed=self.scenario.seed).state_dict()
-
-    def evaluate_round(self, server_round: int, weights: Weights) -> tuple[float, float]:
-        """The global model's test accuracy and loss (the utility side of a defense), stored
-        with the worst client's ε so far."""
-        accuracy, loss = evaluate(self.spec.with_weights(weights), self.test)
-        self.store.record_round(self.run_id, server_round, accuracy, loss, self.adversary.ledger.worst())
-        if server_round > 0:
-            self.progress.round_evaluated(server_round, accuracy)
-        return accuracy, loss
+    loss = sum(float(m[wire.TRAIN_LOSS]) * float(m[weighting_key]) for m in metrics) / total
+    return MetricRecord({wire.TRAIN_LOSS: loss})
 
 
 def run_federation(grid: Grid, context: Context, run: ServerRun) -> None:

@@ -9,11 +9,11 @@ from pathlib import Path
 from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 
+from fedleak.adversary.progress import Progress
 from fedleak.federation.client import build_client_app
 from fedleak.federation.server import build_server_app
-from fedleak.preflight import check_runnable
-from fedleak.progress import Progress
 from fedleak.scenario import Scenario
+from fedleak.scenario.preflight import check_runnable
 
 
 def simulate(scenario: Scenario, run_dir: Path, progress: Progress | None = None,
@@ -21,7 +21,7 @@ def simulate(scenario: Scenario, run_dir: Path, progress: Progress | None = None
     """Run ``scenario`` with one simulated SuperNode per client; returns ``run_dir``.
 
     Raises:
-        FedleakError: the scenario cannot run on its data (:func:`~fedleak.preflight.check_runnable`),
+        FedleakError: the scenario cannot run on its data (:func:`~fedleak.scenario.preflight.check_runnable`),
             raised before Ray starts.
     """
     check_runnable(scenario)

@@ -23,10 +23,11 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedleak.adversary import Adversary
-from fedleak.errors import RunFailed, first_line
+from fedleak.core import wire
+from fedleak.core.errors import RunFailed, first_line
+from fedleak.core.updates import ClientUpdate, RejectedReply, Weights
 from fedleak.federation import records
 from fedleak.federation.replies import ReplyChecker
-from fedleak.updates import ClientUpdate, RejectedReply, Weights
 
 
 class AdversarialStrategy(Strategy):
@@ -76,7 +77,7 @@ class AdversarialStrategy(Strategy):
                                      lambda: records.received_weights(content, self._sent), self._sent)
         if isinstance(outcome, ClientUpdate):
             content["arrays"] = ArrayRecord(outcome.client_weights)
-            content.pop(records.WIRE, None)
+            content.pop(wire.WIRE, None)
         return outcome
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,

@@ -2,8 +2,8 @@
 
 import sys
 
+from fedleak.core.registry import import_submodules
 from fedleak.models.base import MODELS, ImageClassifier, ModelConfig, ModelSpec
-from fedleak.registry import import_submodules
 
 import_submodules(sys.modules[__name__])
 

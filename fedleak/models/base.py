@@ -18,8 +18,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from fedleak.config import Strict
-from fedleak.registry import Registry
+from fedleak.core.config import Strict
+from fedleak.core.registry import Registry
 
 MODELS: Registry[type[nn.Module]] = Registry("model")
 """Each entry is an ``nn.Module`` class with a ``Config`` attribute and the constructor

@@ -7,7 +7,7 @@ import math
 from pydantic import Field
 from torch import nn
 
-from fedleak.config import Width
+from fedleak.core.config import Width
 from fedleak.models.base import ACTIVATIONS, MODELS, Activation, ModelConfig
 
 

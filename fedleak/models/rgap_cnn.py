@@ -15,7 +15,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from torch import nn
 
-from fedleak.config import Width
+from fedleak.core.config import Width
 from fedleak.models.base import ACTIVATIONS, MODELS, Activation, ModelConfig, flat_features
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from fedleak.config import MAX_LOCAL_STEPS
+from fedleak.core.config import MAX_LOCAL_STEPS
+from fedleak.core.errors import FedleakError, first_line
 from fedleak.data import DatasetSplits, build_plan, load_dataset
-from fedleak.errors import FedleakError, first_line
 from fedleak.scenario import Scenario
 
 MAX_PARAMETERS = 200_000_000

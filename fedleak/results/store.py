@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from fedleak.errors import FedleakError
-from fedleak.updates import ClientUpdate, RejectedReply
+from fedleak.core.errors import FedleakError
+from fedleak.core.updates import ClientUpdate, RejectedReply
 
 if TYPE_CHECKING:  # reading a run needs neither the scoring (torchmetrics) nor the accountant (Opacus)
-    from fedleak.evaluation import AttackResult
-    from fedleak.privacy import Epsilon
+    from fedleak.adversary.evaluation import AttackResult
+    from fedleak.adversary.privacy import Epsilon
 
 DATABASE = "results.sqlite"
 

@@ -96,7 +96,7 @@ class CaptureConfig(Strict):
 
 
 class RandomQueryConfig(Strict):
-    """A malicious server's random-parameter query (see :mod:`fedleak.malicious`)."""
+    """A malicious server's random-parameter query (see :mod:`fedleak.adversary.malicious`)."""
 
     rounds: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
     """Rounds in which the server sends freshly random weights instead of the global model; empty = never."""
@@ -123,14 +123,14 @@ class ThreatModel(Strict):
 
 
 class AccountingConfig(Strict):
-    """How privacy loss is reported (see :mod:`fedleak.privacy`)."""
+    """How privacy loss is reported (see :mod:`fedleak.adversary.privacy`)."""
 
     delta: float = Field(1e-5, gt=0, lt=1)
     """δ of the (ε, δ) guarantee reported per round and per result."""
 
 
 class RunnerConfig(Strict):
-    """Where attacks run (:mod:`fedleak.runner`); keys after ``max_batch`` are the Ray pool's."""
+    """Where attacks run (:mod:`fedleak.adversary.runner`); keys after ``max_batch`` are the Ray pool's."""
 
     name: Literal["inline", "ray"] = "inline"
     """``inline``: each attack runs at once in the server process; ``ray``: on a pool of worker actors."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markup import escape
 
-from fedleak.evaluation import AttackResult
-from fedleak.updates import RejectedReply
+from fedleak.adversary.evaluation import AttackResult
+from fedleak.core.updates import RejectedReply
 
 
 class Progress:

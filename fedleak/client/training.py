@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedleak.core.updates import ClientUpdate, UpdateMetadata, Weights
 from fedleak.data import ImageDataset
 from fedleak.models import ModelSpec
-from fedleak.updates import ClientUpdate, UpdateMetadata, Weights
 
 TrainingWrapper = Callable[[nn.Module, torch.optim.Optimizer], tuple[nn.Module, torch.optim.Optimizer]]
 """Turns (model, optimizer) into the pair local training really uses (e.g. DP-SGD's)."""

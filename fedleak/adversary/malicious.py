@@ -13,10 +13,10 @@ import math
 
 import torch
 
-from fedleak.config import RandomQueryConfig
+from fedleak.core.config import RandomQueryConfig
+from fedleak.core.updates import Weights
 from fedleak.models import ModelSpec
 from fedleak.models.base import first_weighted_layer, linear_layers
-from fedleak.updates import Weights
 
 
 def random_query_weights(model_spec: ModelSpec, config: RandomQueryConfig, seed: int) -> Weights:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from fedleak.store import ResultStore
+from fedleak.results.store import ResultStore
 
 _ATTACK_SUMMARY = """
 SELECT round, attack, COUNT(*) AS attacks, SUM(status = 'ok') AS ok,

@@ -21,9 +21,9 @@ import torch
 
 from fedleak.attacks import ATTACKS, Attack, AttackConfig, AttackNotApplicable, AttackStatus, Budget, Reconstruction
 from fedleak.attacks.base import Deadline
-from fedleak.errors import first_line
+from fedleak.core.errors import first_line
+from fedleak.core.updates import ClientUpdate
 from fedleak.models import ModelSpec
-from fedleak.updates import ClientUpdate
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedleak.adversary.metrics import MatchedScores, score
 from fedleak.attacks import AttackStatus, Reconstruction
-from fedleak.config import TrainingConfig
+from fedleak.core.config import TrainingConfig
+from fedleak.core.updates import ClientUpdate
 from fedleak.data import DataPlan, ImageDataset
-from fedleak.metrics import MatchedScores, score
-from fedleak.updates import ClientUpdate
 
 
 @dataclass

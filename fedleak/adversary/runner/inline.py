@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fedleak.config import RunnerConfig
-from fedleak.runner.base import AttackJob, AttackRunner, OutcomeCallback, batches, execute_batch, report
+from fedleak.adversary.runner.base import AttackJob, AttackRunner, OutcomeCallback, batches, execute_batch, report
+from fedleak.core.config import RunnerConfig
 
 
 class InlineRunner(AttackRunner):

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Generic, TypeVar
 
-from fedleak.errors import FedleakError
+from fedleak.core.errors import FedleakError
 
 T = TypeVar("T")
 

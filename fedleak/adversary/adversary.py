@@ -2,7 +2,7 @@
 
 It knows nothing of how updates arrive (Flower's Message API strategy, or the legacy
 path SecAgg+ needs): whatever captures replies turns each into a
-:class:`~fedleak.updates.ClientUpdate` and calls :meth:`Adversary.observe_round`
+:class:`~fedleak.core.updates.ClientUpdate` and calls :meth:`Adversary.observe_round`
 (one round's individual updates) or :meth:`Adversary.observe` (one more, e.g. an
 aggregate). It also keeps the privacy ledger, since it sees every participation.
 """
@@ -13,18 +13,18 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 
+from fedleak.adversary.evaluation import AttackResult, Evaluator
+from fedleak.adversary.malicious import random_query_weights
+from fedleak.adversary.privacy import NO_EPSILON, Epsilon, PrivacyLedger
+from fedleak.adversary.progress import Progress
+from fedleak.adversary.runner import AttackJob, AttackOutcome, AttackRunner
 from fedleak.attacks import ATTACKS
+from fedleak.core.errors import first_line
+from fedleak.core.updates import ClientUpdate, RejectedReply, Weights
 from fedleak.defenses import LocalRound
-from fedleak.errors import first_line
-from fedleak.evaluation import AttackResult, Evaluator
-from fedleak.malicious import random_query_weights
 from fedleak.models import ModelSpec
-from fedleak.privacy import NO_EPSILON, Epsilon, PrivacyLedger
-from fedleak.progress import Progress
-from fedleak.runner import AttackJob, AttackOutcome, AttackRunner
+from fedleak.results.store import ResultStore
 from fedleak.scenario import Scenario
-from fedleak.store import ResultStore
-from fedleak.updates import ClientUpdate, RejectedReply, Weights
 
 _log = logging.getLogger(__name__)
 

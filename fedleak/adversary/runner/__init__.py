@@ -2,13 +2,13 @@
 
 from collections.abc import Callable
 
-from fedleak.config import RunnerConfig
-from fedleak.runner.base import AttackJob, AttackOutcome, AttackRunner, batches, execute, execute_batch
-from fedleak.runner.inline import InlineRunner
+from fedleak.adversary.runner.base import AttackJob, AttackOutcome, AttackRunner, batches, execute, execute_batch
+from fedleak.adversary.runner.inline import InlineRunner
+from fedleak.core.config import RunnerConfig
 
 
 def _ray_runner(config: RunnerConfig) -> AttackRunner:
-    from fedleak.runner.ray_pool import RayRunner  # imports Ray: only when asked for
+    from fedleak.adversary.runner.ray_pool import RayRunner  # imports Ray: only when asked for
 
     return RayRunner(config)
 

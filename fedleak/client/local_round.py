@@ -1,0 +1,55 @@
+"""One client round, Flower-free: train on the data plan's batches, apply the defenses.
+
+The Flower client paths (:mod:`fedleak.federation.client`) only translate messages to
+and from :func:`local_round`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedleak.client.training import train_locally
+from fedleak.core import wire
+from fedleak.core.config import TrainingConfig
+from fedleak.core.updates import Weights
+from fedleak.data import build_plan, load_dataset
+from fedleak.defenses import DefensePipeline
+from fedleak.scenario import Scenario
+
+
+@dataclass(frozen=True)
+class LocalReply:
+    """What the client sends back: the wire arrays, their encoding and the metadata."""
+
+    arrays: dict[str, np.ndarray]
+    """Model weights (``encoding`` is ``None``) or a quantizer's encoding of Δ."""
+    encoding: str | None
+    metrics: dict[str, int | float]
+
+
+def local_round(scenario: Scenario, partition_id: int, server_round: int, training: TrainingConfig,
+                sent: Weights) -> LocalReply:
+    """Train from ``sent`` on the data plan's batches for (partition, round), then defend."""
+    splits = load_dataset(scenario.dataset)
+    plan = build_plan(scenario.seed, scenario.dataset, scenario.partition)
+    pipeline = scenario.defense_pipeline()
+    generator = DefensePipeline.generator(scenario.seed, partition_id, server_round)
+    model = scenario.model_spec(splits).with_weights(sent)
+    batches = plan.batches(partition_id, server_round, training)
+    report = train_locally(model, splits.train, batches, training.lr,
+                           pipeline.private_training(training.batch_size, generator))
+
+    trained = model.state_dict()
+    delta = pipeline.apply({k: trained[k] - w for k, w in sent.items()}, generator)
+    if pipeline.encoding:
+        arrays = pipeline.encode(delta, generator)
+    else:
+        arrays = {k: (w + delta[k]).numpy() for k, w in sent.items()}
+    metrics = {
+        wire.NUM_EXAMPLES: report.num_examples, wire.PARTITION_ID: partition_id,
+        wire.LOCAL_STEPS: report.steps, wire.LR: training.lr,
+        wire.BATCH_SIZE: training.batch_size, wire.TRAIN_LOSS: report.mean_loss,
+    }
+    return LocalReply(arrays, pipeline.encoding, metrics)
