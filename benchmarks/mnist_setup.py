@@ -9,8 +9,7 @@ from typing import Literal
 
 import torch
 
-from fedleak.core.config import DatasetConfig
-from fedleak.data import load_dataset
+from fedleak.data import dataset_config, load_dataset
 from fedleak.data.datasets import DatasetSplits
 from fedleak.models import ModelSpec
 from fedleak.models.base import ModelConfig
@@ -34,7 +33,7 @@ def machine() -> str:
 
 
 def load_mnist(data_root: Path) -> DatasetSplits:
-    return load_dataset(DatasetConfig(name="mnist", data_root=data_root.resolve()))
+    return load_dataset(dataset_config("mnist", data_root=data_root.resolve()))
 
 
 def mnist_spec(splits: DatasetSplits, name: str, config: ModelConfig) -> ModelSpec:

@@ -47,8 +47,8 @@ def _fail(monkeypatch, capsys, *argv):
         (["run", QUICKSTART, "--set", "training.lr=1e300"], "training.lr: Input should be less than or equal to 1000"),
         (["run", QUICKSTART, "--set", "training.lr=inf"], "training.lr: Input should be a finite number"),
         (["run", QUICKSTART, "--set", "federation.rounds=1e20"], "federation.rounds:"),
-        (["run", QUICKSTART, "--set", "partition.method=dirichlet", "--set", "partition.alpha=inf", "--set", "partition.min_partition_size=0"], "partition.alpha: Input should be a finite number"),
-        (["run", QUICKSTART, "--set", "partition.method=dirichlet", "--set", "partition.min_partition_size=0"], "partition.min_partition_size: Input should be greater than or equal to 1"),
+        (["run", QUICKSTART, "--set", "partition.name=dirichlet", "--set", "partition.alpha=inf", "--set", "partition.min_partition_size=0"], "partition.alpha: Input should be a finite number"),
+        (["run", QUICKSTART, "--set", "partition.name=dirichlet", "--set", "partition.min_partition_size=0"], "partition.min_partition_size: Input should be greater than or equal to 1"),
         (["run", QUICKSTART, "--set", "capture.clients=[4]"], "capture.clients: 4 is beyond the last one (3)"),
         (["run", QUICKSTART, "--set", "capture.rounds=[9]"], "capture.rounds: 9 is beyond the last one (3)"),
         # Malformed --set paths and component names of the wrong type.
@@ -59,7 +59,7 @@ def _fail(monkeypatch, capsys, *argv):
         # What only the data can tell (checked before Flower or Ray start).
         (["run", QUICKSTART, "--set", "model.name=lenet", "--set", "model.channels=65536"], "model lenet on 1×8×8 images: 214,752,821,258 parameters"),
         (["run", QUICKSTART, "--set", "training.algorithm=fedavg", "--set", "training.local_epochs=1000000"], "training: client 0 would take 375,000,000 local steps"),
-        (["run", QUICKSTART, "--set", "partition.num_clients=1500", "--set", "partition.method=dirichlet", "--set", "partition.min_partition_size=1"], "partition: dirichlet gave some client fewer than min_partition_size=1"),
+        (["run", QUICKSTART, "--set", "partition.num_clients=1500", "--set", "partition.name=dirichlet", "--set", "partition.min_partition_size=1"], "partition: dirichlet gave some client fewer than min_partition_size=1"),
     ],
 )
 def test_user_errors(monkeypatch, capsys, argv, expected):

@@ -6,15 +6,15 @@ import torch
 
 from fedleak.core.config import DatasetConfig, PartitionConfig, TrainingConfig
 from fedleak.core.errors import FedleakError
-from fedleak.data import DataPlan, build_plan, load_dataset
+from fedleak.data import DataPlan, build_plan, dataset_config, load_dataset
 from fedleak.data.idx import read_idx
-from fedleak.data.partition import partition_indices
+from fedleak.data.partitioners import PARTITIONERS, partition_indices
 
 from conftest import MNIST_DIR, tiny_scenario
 
 
 def test_digits_are_images_in_unit_range():
-    splits = load_dataset(DatasetConfig(name="digits"))
+    splits = load_dataset(dataset_config("digits"))
     assert splits.train.images.shape[1:] == (1, 8, 8)
     assert 0.0 <= splits.train.images.min() and splits.train.images.max() <= 1.0
     assert len(splits.train) + len(splits.test) == 1797
@@ -23,7 +23,7 @@ def test_digits_are_images_in_unit_range():
 def test_digits_are_what_scikit_learn_loads():
     from sklearn.datasets import load_digits
 
-    bunch, splits = load_digits(), load_dataset(DatasetConfig(name="digits"))
+    bunch, splits = load_digits(), load_dataset(dataset_config("digits"))
     images = torch.cat([splits.train.images, splits.test.images])
     assert torch.equal(images, torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0)
     assert torch.cat([splits.train.labels, splits.test.labels]).tolist() == bunch.target.tolist()
@@ -39,7 +39,7 @@ def test_a_corrupt_idx_file_is_one_user_error(tmp_path, content, problem):
     (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(content)
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(3))
     with pytest.raises(FedleakError, match=problem) as error:
-        load_dataset(DatasetConfig(name="mnist", data_root=tmp_path))
+        load_dataset(dataset_config("mnist", data_root=tmp_path))
     assert "\n" not in str(error.value)
 
 
@@ -47,13 +47,13 @@ def test_idx_images_and_labels_must_agree(tmp_path):
     _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((8010, 28, 28)))
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(8000))
     with pytest.raises(FedleakError, match="are not N images with N labels"):
-        load_dataset(DatasetConfig(name="mnist", data_root=tmp_path))
+        load_dataset(dataset_config("mnist", data_root=tmp_path))
 
 
 @pytest.mark.parametrize("method", ["iid", "dirichlet"])
 def test_partitioning_is_deterministic_and_disjoint(method):
     labels = load_dataset(DatasetConfig()).train.labels
-    config = PartitionConfig(num_clients=5, method=method, alpha=0.3)
+    config = PARTITIONERS.get(method).Config(num_clients=5)
     first, again = partition_indices(labels, config, seed=3), partition_indices(labels, config, seed=3)
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     everything = np.concatenate(first)
@@ -65,7 +65,8 @@ def test_partitioning_is_deterministic_and_disjoint(method):
 def test_dirichlet_skews_labels_more_than_iid():
     labels = load_dataset(DatasetConfig()).train.labels
     def spread(method):
-        shards = partition_indices(labels, PartitionConfig(num_clients=5, method=method, alpha=0.1), 0)
+        options = {"alpha": 0.1} if method == "dirichlet" else {}
+        shards = partition_indices(labels, PARTITIONERS.get(method).Config(num_clients=5, **options), 0)
         return np.mean([len(np.unique(labels[s].numpy())) for s in shards])
     assert spread("dirichlet") < spread("iid")
 
@@ -97,21 +98,21 @@ def test_mnist_loads_from_a_folder_with_only_the_t10k_files(tmp_path):
     _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", pixels)
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, size=8010))
     assert np.array_equal(read_idx(tmp_path / "t10k-images-idx3-ubyte.gz"), pixels)
-    splits = load_dataset(DatasetConfig(name="mnist", data_root=tmp_path))
+    splits = load_dataset(dataset_config("mnist", data_root=tmp_path))
     assert len(splits.train) == 8000 and len(splits.test) == 10
     assert torch.allclose(splits.train.images[0, 0], torch.tensor(pixels[0] / 255.0, dtype=torch.float32))
 
 
 def test_missing_data_root_is_a_user_error(tmp_path):
     with pytest.raises(FedleakError, match="dataset.data_root: no mnist idx files"):
-        load_dataset(DatasetConfig(name="mnist", data_root=tmp_path / "empty"))
+        load_dataset(dataset_config("mnist", data_root=tmp_path / "empty"))
     with pytest.raises(FedleakError, match="dataset.data_root: cifar10 not found"):
-        load_dataset(DatasetConfig(name="cifar10", data_root=tmp_path / "empty"))
+        load_dataset(dataset_config("cifar10", data_root=tmp_path / "empty"))
 
 
 @pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="../shared/data/mnist is absent")
 def test_real_mnist_t10k_split():
-    splits = load_dataset(DatasetConfig(name="mnist", data_root=MNIST_DIR.resolve()))
+    splits = load_dataset(dataset_config("mnist", data_root=MNIST_DIR.resolve()))
     assert splits.image_shape == (1, 28, 28)
     assert len(splits.train) + len(splits.test) == 10_000
     assert splits.train.labels[:5].tolist() == [7, 2, 1, 0, 4]  # the official t10k order

@@ -9,11 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-import fedleak.data.partition as partition_module
-from fedleak.core.config import DatasetConfig, PartitionConfig
+import fedleak.data.partitioners as partitioners_package
+import fedleak.data.partitioners.dirichlet as dirichlet_module
+import fedleak.data.partitioners.iid as iid_module
+from fedleak.core.config import DatasetConfig
 from fedleak.core.errors import FedleakError
 from fedleak.data import load_dataset
-from fedleak.data.partition import partition_indices
+from fedleak.data.partitioners import partition_indices
+from fedleak.data.partitioners.dirichlet import DirichletConfig
+from fedleak.data.partitioners.iid import IidConfig
 
 SYNTHETIC = torch.as_tensor(np.array([9, 1, 6, 3])[np.random.default_rng(0).integers(0, 4, 60)])
 """60 labels from four classes that are neither contiguous nor sorted by first appearance."""
@@ -32,7 +36,7 @@ def flwr_shards():
 
     def compute(labels, config, seed):
         table = Dataset.from_dict({"index": np.arange(len(labels)), "label": labels.numpy()})
-        if config.method == "iid":
+        if config.name == "iid":
             partitioner, table = partitioners.IidPartitioner(config.num_clients), table.shuffle(seed=seed)
         else:
             partitioner = partitioners.DirichletPartitioner(
@@ -63,7 +67,7 @@ def _assert_same(ours, theirs):
     ("synthetic", 3, 5), ("synthetic", 60, 1),  # 60 clients: one image each
 ])
 def test_iid_shards_match_flwr_datasets(flwr_shards, digits, data, num_clients, seed):
-    labels, config = _labels(data, digits), PartitionConfig(num_clients=num_clients, method="iid")
+    labels, config = _labels(data, digits), IidConfig(num_clients=num_clients)
     _assert_same(partition_indices(labels, config, seed), flwr_shards(labels, config, seed))
 
 
@@ -86,8 +90,8 @@ def test_dirichlet_shards_match_flwr_datasets(flwr_shards, digits, data, num_cli
                                               min_size, seed, outcome):
     labels = _labels(data, digits)
     # The scenario schema asks for min_partition_size >= 1; the function must cope with 0 anyway.
-    make = PartitionConfig.model_construct if min_size == 0 else PartitionConfig
-    config = make(num_clients=num_clients, method="dirichlet", alpha=alpha, min_partition_size=min_size)
+    make = DirichletConfig.model_construct if min_size == 0 else DirichletConfig
+    config = make(num_clients=num_clients, alpha=alpha, min_partition_size=min_size)
     if outcome == "too small":
         with pytest.raises(ValueError, match="max number of attempts"):
             flwr_shards(labels, config, seed)
@@ -108,10 +112,9 @@ def test_dirichlet_shards_match_flwr_datasets(flwr_shards, digits, data, num_cli
 def test_partitioning_imports_neither_datasets_nor_flower_nor_ray():
     code = (
         "import sys, torch\n"
-        "from fedleak.core.config import PartitionConfig\n"
-        "from fedleak.data.partition import partition_indices\n"
-        "for method in ('iid', 'dirichlet'):\n"
-        "    partition_indices(torch.arange(40) % 4, PartitionConfig(method=method), 0)\n"
+        "from fedleak.data.partitioners import PARTITIONERS, partition_indices\n"
+        "for name in ('iid', 'dirichlet'):\n"
+        "    partition_indices(torch.arange(40) % 4, PARTITIONERS.get(name).Config(), 0)\n"
         "print(sorted(m for m in ('datasets', 'flwr_datasets', 'flwr', 'ray') if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -119,12 +122,14 @@ def test_partitioning_imports_neither_datasets_nor_flower_nor_ray():
     assert done.stdout.strip() == "[]"
 
 
-def test_partition_module_imports_only_numpy_torch_and_fedleak():
-    tree = ast.parse(open(partition_module.__file__, encoding="utf-8").read())
+@pytest.mark.parametrize("module", [partitioners_package, iid_module, dirichlet_module])
+def test_partitioner_modules_import_only_numpy_torch_pydantic_and_fedleak(module):
+    tree = ast.parse(open(module.__file__, encoding="utf-8").read())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     roots = {name.split(".")[0] for name in imported}
-    assert roots <= {"__future__", "collections", "math", "numpy", "torch", "fedleak"}, roots
+    assert roots <= {"__future__", "collections", "math", "sys", "typing", "numpy", "torch", "pydantic",
+                     "fedleak"}, roots
 
 
 def test_an_empty_shard_is_a_one_line_error():
@@ -132,7 +137,7 @@ def test_an_empty_shard_is_a_one_line_error():
     # gives client 0 nothing from any class, and min_partition_size=0 (which the scenario
     # schema rejects, but the function must survive) lets that through.
     labels = torch.arange(10).repeat_interleave(3)
-    config = PartitionConfig.model_construct(num_clients=10, method="dirichlet", alpha=1e6, min_partition_size=0)
+    config = DirichletConfig.model_construct(num_clients=10, alpha=1e6, min_partition_size=0)
     with pytest.raises(FedleakError, match=r"^partition: client 0 gets no training images \(") as error:
         partition_indices(labels, config, seed=0)
     assert "\n" not in str(error.value) and "partition.min_partition_size" in str(error.value)
@@ -140,7 +145,7 @@ def test_an_empty_shard_is_a_one_line_error():
 
 @pytest.mark.parametrize("alpha", [float("inf"), float("nan")])
 def test_a_non_finite_alpha_is_a_one_line_error(alpha):
-    config = PartitionConfig.model_construct(num_clients=4, method="dirichlet", alpha=alpha, min_partition_size=2)
+    config = DirichletConfig.model_construct(num_clients=4, alpha=alpha, min_partition_size=2)
     with pytest.raises(FedleakError, match=r"^partition\.alpha: ") as error:
         partition_indices(torch.arange(40) % 4, config, seed=0)
     assert "\n" not in str(error.value)
@@ -148,4 +153,4 @@ def test_a_non_finite_alpha_is_a_one_line_error(alpha):
 
 def test_more_clients_than_images_is_a_one_line_error():
     with pytest.raises(FedleakError, match=r"^partition\.num_clients: 41 clients for 40 training images$"):
-        partition_indices(torch.arange(40) % 4, PartitionConfig(num_clients=41), seed=0)
+        partition_indices(torch.arange(40) % 4, IidConfig(num_clients=41), seed=0)

@@ -13,9 +13,9 @@ from ray import cloudpickle
 from fedleak.adversary import Adversary
 from fedleak.adversary.evaluation import Evaluator
 from fedleak.adversary.runner import InlineRunner
-from fedleak.adversary.runner.ray_pool import RayRunner
+from fedleak.adversary.runner._ray_pool import RayPool
+from fedleak.adversary.runner.ray_runner import RayRunnerConfig
 from fedleak.attacks import ATTACKS, Attack
-from fedleak.core.config import RunnerConfig
 from fedleak.data import build_plan, load_dataset
 from fedleak.federation import simulate
 from fedleak.results.store import ResultStore, new_run_dir
@@ -78,9 +78,9 @@ def _attack_all(tmp_path, runner, attacks, wait=True):
 def test_the_pool_gives_the_inline_scores_and_isolates_crashes_timeouts_and_dead_workers(tmp_path, local_ray):
     scored = [{"name": "idlg", "iterations": 30}, {"name": "analytic"}]
     inline = _attack_all(tmp_path / "inline", InlineRunner(), scored)
-    config = RunnerConfig(name="ray", workers=2, grace_s=0.5)
+    config = RayRunnerConfig(workers=2, grace_s=0.5)
     failing = [{"name": "test-exit"}, {"name": "test-sleep", "seed": 60, "time_budget_s": 0.1}]
-    pooled = _attack_all(tmp_path / "ray", RayRunner(config), [*failing, *scored])
+    pooled = _attack_all(tmp_path / "ray", RayPool(config), [*failing, *scored])
 
     for key, row in inline.items():
         assert pooled[key]["status"] == row["status"]
@@ -96,7 +96,7 @@ def test_the_pool_gives_the_inline_scores_and_isolates_crashes_timeouts_and_dead
 
 
 def test_submit_returns_at_once_and_a_full_queue_applies_its_policy(tmp_path, local_ray):
-    runner = RayRunner(RunnerConfig(name="ray", workers=1, max_pending=1, backpressure="reject"))
+    runner = RayPool(RayRunnerConfig(workers=1, max_pending=1, backpressure="reject"))
     adversary, scenario, store = _adversary(tmp_path, runner, [{"name": "test-sleep", "seed": 1}])
     update = fedsgd_update(scenario)[0]
     started = time.perf_counter()
@@ -110,7 +110,7 @@ def test_submit_returns_at_once_and_a_full_queue_applies_its_policy(tmp_path, lo
 
 
 def test_blocking_backpressure_waits_and_no_wait_cancels_what_is_left(tmp_path, local_ray):
-    runner = RayRunner(RunnerConfig(name="ray", workers=1, max_pending=1, backpressure="block"))
+    runner = RayPool(RayRunnerConfig(workers=1, max_pending=1, backpressure="block"))
     adversary, scenario, store = _adversary(tmp_path, runner, [{"name": "test-sleep", "seed": 30}])
     update = fedsgd_update(scenario)[0]
     adversary.observe(update)  # runs
@@ -129,7 +129,7 @@ def test_a_dispatcher_that_fails_reports_its_jobs_instead_of_hanging(tmp_path, l
     def lost(*args, **kwargs):
         raise ConnectionError("lost the Ray cluster")
 
-    runner = RayRunner(RunnerConfig(name="ray", workers=1))
+    runner = RayPool(RayRunnerConfig(workers=1))
     adversary, scenario, store = _adversary(tmp_path, runner, [{"name": "test-sleep", "seed": 30}])
     update = fedsgd_update(scenario)[0]
     monkeypatch.setattr(ray, "wait", lost)
@@ -147,7 +147,7 @@ def test_a_cluster_that_cannot_be_joined_fails_the_attacks_not_the_run(tmp_path,
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", unreachable)
-    runner = RayRunner(RunnerConfig(name="ray", address="127.0.0.1:1"))
+    runner = RayPool(RayRunnerConfig(address="127.0.0.1:1"))
     adversary, scenario, store = _adversary(tmp_path, runner, [{"name": "idlg"}])
     adversary.observe(fedsgd_update(scenario)[0])  # returns: nothing raised into the round
     runner.close(wait=True)

@@ -79,7 +79,7 @@ def test_every_optimisation_attack_runs_on_a_fedavg_update_and_stores_how_far_it
 def test_an_attack_worker_imports_neither_flower_nor_the_datasets_nor_torchmetrics():
     # A Ray worker imports fedleak.adversary.runner (and through it the attacks and models) at start-up,
     # on the cores the federation uses: the package's lazy public API keeps the rest out.
-    code = ("import sys, fedleak.adversary.runner.base, fedleak.adversary.runner.ray_pool; import fedleak; fedleak.ATTACKS; "
+    code = ("import sys, fedleak.adversary.runner.base, fedleak.adversary.runner._ray_pool; import fedleak; fedleak.ATTACKS; "
             "print(sorted(m for m in ('flwr', 'datasets', 'torchmetrics', 'opacus') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"

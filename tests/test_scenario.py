@@ -38,7 +38,7 @@ def test_resolved_scenario_round_trips_through_toml(tmp_path):
         ({"attacks": [{"name": "dlg", "iterations": -1}]}, "attacks[0].iterations: Input should be greater than or equal to 1"),
         ({"attacks": [{"name": "inverting", "restarts": 0}]}, "attacks[0].restarts: Input should be greater than or equal to 1"),
         ({"attacks": [{"name": "grnn", "labels": "guess"}]}, "attacks[0].labels: Input should be 'optimize' or 'infer'"),
-        ({"partition": {"method": "zipf"}}, "partition.method: Input should be 'iid' or 'dirichlet'"),
+        ({"partition": {"name": "zipf"}}, "partition.name: unknown partitioner 'zipf'; allowed: dirichlet, iid"),
         ({"federation": {"roundz": 3}}, "federation.roundz: Extra inputs are not permitted"),
     ],
 )

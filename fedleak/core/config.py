@@ -7,11 +7,9 @@ and adds the checks that need the component registries.
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Strict(BaseModel):
@@ -32,11 +30,12 @@ Width = Annotated[int, Field(ge=1, le=65_536)]
 
 
 class DatasetConfig(Strict):
+    """What every dataset's config has; each dataset's own ``Config`` adds its options.
+
+    The whole config is the loader's cache key, so a dataset option can never be dropped
+    between the scenario and the loaded data."""
+
     name: str = "digits"
-    data_root: Path | None = None
-    """Folder with the dataset's files. ``None``: ``~/.cache/fedleak/<name>``."""
-    download: bool = False
-    """Let torchvision download into ``data_root`` (needs a network)."""
     normalization: Literal["channel", "pixel"] = "channel"
     """What the model subtracts from its input: the training pool's per-channel mean, or its
     per-pixel mean (Haim et al.'s preprocessing, which the ``kkt`` attack needs); both then
@@ -44,12 +43,10 @@ class DatasetConfig(Strict):
 
 
 class PartitionConfig(Strict):
+    """What every partitioner's config has (the split of the training pool among clients)."""
+
+    name: str = "iid"
     num_clients: int = Field(4, ge=1, le=10_000)
-    method: Literal["iid", "dirichlet"] = "iid"
-    alpha: float = Field(0.5, gt=0, le=1e6)
-    """Dirichlet concentration (``method = "dirichlet"``): small is more skewed."""
-    min_partition_size: int = Field(2, ge=1)
-    """Dirichlet: the fewest images a client may get (at least one, or a client has nothing to train on)."""
 
 
 MAX_LR = 1000.0
@@ -130,39 +127,12 @@ class AccountingConfig(Strict):
 
 
 class RunnerConfig(Strict):
-    """Where attacks run (:mod:`fedleak.adversary.runner`); keys after ``max_batch`` are the Ray pool's."""
+    """What every attack runner's config has (:mod:`fedleak.adversary.runner`)."""
 
-    name: Literal["inline", "ray"] = "inline"
+    name: str = "inline"
     """``inline``: each attack runs at once in the server process; ``ray``: on a pool of worker actors."""
     wait: bool = True
     """At the end of the run, finish every submitted attack (drain), or cancel what is left."""
     max_batch: int = Field(64, ge=1)
     """At most this many attacks of one kind against one round's model (clients × their
     restarts) run as one vectorised optimisation, where the attack supports it; 1: one by one."""
-    workers: int = Field(2, ge=1, le=1024)
-    """Worker actors; each runs one attack at a time."""
-    num_cpus: float = Field(0.0, ge=0)
-    """CPUs each worker reserves. 0 by default: in a simulation Flower's client actors reserve
-    every CPU, and a worker waiting for one would never start."""
-    num_gpus: float | None = Field(None, ge=0)
-    """GPUs each worker reserves; ``None``: the cluster's GPUs split over the workers (at most
-    one each), 0 without a GPU (the attacks then run on CPU)."""
-    address: str | None = None
-    """An existing Ray cluster (a deployment): ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``;
-    ``None``: the simulation's Ray, or a new local one. If it cannot be joined, the run goes
-    on and its attacks are stored failed with the reason."""
-
-    @field_validator("address")
-    @classmethod
-    def _cluster_address(cls, address: str | None) -> str | None:
-        if address is not None and not re.fullmatch(r"auto|(ray://)?[\w.\-\[\]:]+:\d{1,5}", address):
-            raise ValueError(f"expected 'auto', HOST:PORT or ray://HOST:PORT, got {address!r}")
-        return address
-
-    max_pending: int = Field(64, ge=1)
-    """Attacks waiting for a worker; beyond this the ``backpressure`` policy applies."""
-    backpressure: Literal["block", "reject"] = "block"
-    """``block``: the round waits for room in the queue; ``reject``: the attack is stored as failed."""
-    grace_s: float = Field(30.0, gt=0)
-    """A worker still busy this long after its attack's ``time_budget_s`` is killed and replaced,
-    and the attack stored as failed (attacks without a budget are never killed)."""

@@ -1,9 +1,11 @@
-"""Name → component registries.
+"""Name → component registries, open to plugins.
 
-Attacks, defenses, models and datasets each keep one :class:`Registry`. A component
-registers itself with a decorator in its own module; the package ``__init__`` imports
-every submodule with :func:`import_submodules`, so adding a component touches one new
-file and nothing else.
+Every kind of component — attacks, defenses, models, datasets, partitioners, runners —
+keeps one :class:`Registry`. A component registers itself with a decorator in its own
+module; fedleak's packages import their submodules with :func:`import_submodules`, and
+other packages add theirs through a Python entry point in the registry's group
+(``fedleak.attacks``, ``fedleak.models``, …) or a scenario's ``import = [...]`` list
+(:mod:`fedleak.core.plugins`). Adding a component touches one new file and nothing else.
 """
 
 from __future__ import annotations
@@ -16,44 +18,109 @@ from typing import Generic, TypeVar
 
 from fedleak.core.errors import FedleakError
 
-T = TypeVar("T")
+C = TypeVar("C")
+_E = TypeVar("_E")
+
+ENTRY_POINT_PREFIX = "fedleak."
+"""A registry of ``kind`` reads plugins from the entry-point group ``fedleak.<kind>s``."""
 
 
-class Registry(Generic[T]):
-    """A mapping from a public name to a component (a class or a factory)."""
+class DuplicateComponent(FedleakError):
+    """Two components claim one name (fedleak's own and a plugin's, or two plugins')."""
 
-    def __init__(self, kind: str) -> None:
+
+class Registry(Generic[C]):
+    """A mapping from a public name to a component: a class (or object) with a ``Config``.
+
+    Parameters
+    ----------
+    kind:
+        What the entries are (``"model"``), for messages; the entry-point group is
+        ``fedleak.<kind>s``.
+    resolve:
+        Optional: builds the component for a name that is not registered but names one
+        elsewhere (``"torchvision:resnet18"``, ``"my_pkg.models:Net"``: the names with
+        a colon). Resolved components are kept, so each is built once.
+    """
+
+    def __init__(self, kind: str, resolve: Callable[[str], C] | None = None) -> None:
         self.kind = kind
-        self._entries: dict[str, T] = {}
+        self.group = f"{ENTRY_POINT_PREFIX}{kind}s"
+        self._resolve = resolve
+        self._entries: dict[str, C] = {}
+        self._resolved: dict[str, C] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator that registers ``component`` under ``name`` (names are unique)."""
+    def register(self, name: str) -> Callable[[_E], _E]:
+        """Decorator that registers a component under ``name``.
 
-        def decorate(component: T) -> T:
+        Raises:
+            DuplicateComponent: ``name`` is taken.
+        """
+
+        def decorate(component: _E) -> _E:
             if name in self._entries:
-                raise ValueError(f"{self.kind} '{name}' is registered twice")
-            self._entries[name] = component
+                raise DuplicateComponent(
+                    f"{self.kind} '{name}' is registered twice: by {_origin(self._entries[name])} "
+                    f"and by {_origin(component)}"
+                )
+            if not hasattr(component, "Config"):
+                raise TypeError(f"{self.kind} '{name}' ({_origin(component)}) has no Config class")
+            self._entries[name] = component  # type: ignore[assignment]
             return component
 
         return decorate
 
-    def get(self, name: str) -> T:
-        """Return the component, or raise a one-line error listing the allowed names."""
-        try:
+    def get(self, name: str) -> C:
+        """The component called ``name``.
+
+        Raises:
+            FedleakError: one line: an unknown name (listing the allowed ones), or a name
+            with a colon that does not resolve.
+        """
+        if name in self._entries:
             return self._entries[name]
-        except KeyError:
-            raise FedleakError(
-                f"unknown {self.kind} '{name}'; allowed: {', '.join(self.names()) or '(none)'}"
-            ) from None
+        _load_plugins(self)
+        if name in self._entries:
+            return self._entries[name]
+        if self._resolve is not None and ":" in name:
+            if name not in self._resolved:
+                self._resolved[name] = self._resolve(name)
+            return self._resolved[name]
+        raise FedleakError(self.unknown(name))
+
+    def unknown(self, name: str) -> str:
+        """The message for a name this registry does not know."""
+        extra = " or MODULE:CLASS" if self._resolve is not None else ""
+        return f"unknown {self.kind} '{name}'; allowed: {', '.join(self.names()) or '(none)'}{extra}"
 
     def names(self) -> list[str]:
+        """The registered names (fedleak's and its plugins'), sorted."""
+        _load_plugins(self)
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        if not isinstance(name, str):
+            return False
+        try:
+            self.get(name)
+        except FedleakError as error:
+            if isinstance(error, DuplicateComponent):
+                raise
+            return False
+        return True
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def _origin(component: object) -> str:
+    return f"{getattr(component, '__module__', '?')}.{getattr(component, '__qualname__', component)}"
+
+
+def _load_plugins(registry: Registry[object]) -> None:
+    from fedleak.core.plugins import load_entry_points  # importlib.metadata: only when a name is looked up
+
+    load_entry_points(registry.group)
 
 
 def import_submodules(package: ModuleType) -> None:

@@ -3,9 +3,13 @@
 import sys
 
 from fedleak.core.registry import import_submodules
-from fedleak.data.datasets import DATASETS, DatasetSplits, ImageDataset, load_dataset
+from fedleak.data.datasets import DATASETS, DatasetSplits, ImageDataset, dataset_config, load_dataset
+from fedleak.data.partitioners import PARTITIONERS
 from fedleak.data.plan import DataPlan, build_plan
 
 import_submodules(sys.modules[__name__])
 
-__all__ = ["DATASETS", "DataPlan", "DatasetSplits", "ImageDataset", "build_plan", "load_dataset"]
+__all__ = [
+    "DATASETS", "PARTITIONERS", "DataPlan", "DatasetSplits", "ImageDataset", "build_plan", "dataset_config",
+    "load_dataset",
+]

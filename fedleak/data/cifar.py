@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from fedleak.core.config import DatasetConfig
 from fedleak.core.errors import FedleakError
-from fedleak.data.datasets import DATASETS, DatasetSplits, ImageDataset, default_root
+from fedleak.data.datasets import DATASETS, DatasetSplits, ImageDataset, StoredDatasetConfig, default_root
 
 
-def _split(tv_class: Any, config: DatasetConfig, train: bool) -> ImageDataset:
+def _split(tv_class: Any, config: CifarConfig, train: bool) -> ImageDataset:
     root = default_root(config)
     try:
         data = tv_class(str(root), train=train, download=config.download)
@@ -24,7 +23,7 @@ def _split(tv_class: Any, config: DatasetConfig, train: bool) -> ImageDataset:
     return ImageDataset(images, torch.tensor(data.targets, dtype=torch.int64))
 
 
-def _load(config: DatasetConfig, class_name: str, num_classes: int) -> DatasetSplits:
+def _load(config: CifarConfig, class_name: str, num_classes: int) -> DatasetSplits:
     from torchvision import datasets as tv_datasets  # torchvision only when CIFAR is used
 
     tv_class = getattr(tv_datasets, class_name)
@@ -36,11 +35,23 @@ def _load(config: DatasetConfig, class_name: str, num_classes: int) -> DatasetSp
     )
 
 
+class CifarConfig(StoredDatasetConfig):
+    name: Literal["cifar10", "cifar100"] = "cifar10"
+
+
 @DATASETS.register("cifar10")
-def load_cifar10(config: DatasetConfig) -> DatasetSplits:
-    return _load(config, "CIFAR10", 10)
+class Cifar10:
+    Config = CifarConfig
+
+    @staticmethod
+    def load(config: CifarConfig) -> DatasetSplits:
+        return _load(config, "CIFAR10", 10)
 
 
 @DATASETS.register("cifar100")
-def load_cifar100(config: DatasetConfig) -> DatasetSplits:
-    return _load(config, "CIFAR100", 100)
+class Cifar100:
+    Config = CifarConfig
+
+    @staticmethod
+    def load(config: CifarConfig) -> DatasetSplits:
+        return _load(config, "CIFAR100", 100)

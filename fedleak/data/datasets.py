@@ -8,11 +8,12 @@ every client actor ask for the same data many times.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
+from pydantic import Field
 
 from fedleak.core.config import DatasetConfig
 from fedleak.core.errors import FedleakError, first_line
@@ -69,36 +70,71 @@ class DatasetSplits:
         return tuple(self.train.images.mean(dim=0).flatten().tolist())
 
 
-DatasetLoader = Callable[[DatasetConfig], DatasetSplits]
+class StoredDatasetConfig(DatasetConfig):
+    """A dataset read from files in a folder (fedleak never writes there unless ``download``)."""
+
+    data_root: Path | None = None
+    """Folder with the dataset's files. ``None``: ``~/.cache/fedleak/<name>``."""
+    download: bool = Field(False, strict=True)
+    """Let torchvision download into ``data_root`` (needs a network)."""
+
+
+class DatasetLoader(Protocol):
+    """A registered dataset: its ``Config`` and ``load(config)`` → the splits."""
+
+    Config: type[DatasetConfig]
+
+    @staticmethod
+    def load(config: Any) -> DatasetSplits: ...
+
+
 DATASETS: Registry[DatasetLoader] = Registry("dataset")
+
+
+def dataset_config(name: str, **options: Any) -> DatasetConfig:
+    """The config of the dataset called ``name``, with ``options`` (validated)."""
+    return DATASETS.get(name).Config(name=name, **options)
 
 
 def load_dataset(config: DatasetConfig) -> DatasetSplits:
     """Load (once per process) the dataset the config names.
 
+    ``config`` may be the base :class:`DatasetConfig` (``DatasetConfig(name="mnist")``):
+    it is then read as that dataset's own config, with its defaults.
+
     Raises:
         FedleakError: one line, also for what a loader did not foresee (a corrupt file).
     """
+    loader = DATASETS.get(config.name)
+    if not isinstance(config, loader.Config):
+        config = loader.Config.model_validate(config.model_dump(exclude_unset=True))
     try:
-        return _load_cached(config.name, config.data_root, config.download)
+        return _load_cached(config)
     except FedleakError:
         raise
     except Exception as error:  # noqa: BLE001 - unreadable data is bad input, not a crash
-        where = config.data_root or default_root(config)
-        raise FedleakError(f"dataset {config.name}: cannot load from {where}: {type(error).__name__}: "
-                           f"{first_line(error)}") from None
+        raise FedleakError(f"dataset {config.name}: cannot load from {source_of(config)}: "
+                           f"{type(error).__name__}: {first_line(error)}") from None
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(name: str, data_root: Path | None, download: bool) -> DatasetSplits:
-    splits = DATASETS.get(name)(DatasetConfig(name=name, data_root=data_root, download=download))
+def _load_cached(config: DatasetConfig) -> DatasetSplits:
+    """Cached on the whole config (every option is part of the key)."""
+    splits = DATASETS.get(config.name).load(config)
     for split, images in (("training", splits.train), ("test", splits.test)):
         if len(images) == 0:
-            raise FedleakError(f"dataset {name}: the {split} split is empty")
+            raise FedleakError(f"dataset {config.name}: the {split} split is empty")
         if not bool(torch.isfinite(images.images).all()):
-            raise FedleakError(f"dataset {name}: the {split} split holds non-finite pixels")
+            raise FedleakError(f"dataset {config.name}: the {split} split holds non-finite pixels")
     return splits
 
 
-def default_root(config: DatasetConfig) -> Path:
+def default_root(config: StoredDatasetConfig) -> Path:
     return config.data_root or Path.home() / ".cache" / "fedleak" / config.name
+
+
+def source_of(config: DatasetConfig) -> str:
+    """Where a dataset's data comes from, for messages."""
+    if isinstance(config, StoredDatasetConfig):
+        return str(default_root(config))
+    return f"dataset {config.name}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -30,8 +31,20 @@ def digits_file() -> Path:
     return Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
 
 
+class DigitsConfig(DatasetConfig):
+    name: Literal["digits"] = "digits"
+
+
 @DATASETS.register("digits")
-def load(_: DatasetConfig) -> DatasetSplits:
+class Digits:
+    Config = DigitsConfig
+
+    @staticmethod
+    def load(config: DigitsConfig) -> DatasetSplits:
+        return _read()
+
+
+def _read() -> DatasetSplits:
     with gzip.open(digits_file()) as file:
         table = np.loadtxt(file, delimiter=",")
     digits = ImageDataset(torch.tensor(table[:, :-1], dtype=torch.float32).view(-1, 1, 8, 8) / 16.0,

@@ -12,13 +12,13 @@ from __future__ import annotations
 import gzip
 import logging
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
-from fedleak.core.config import DatasetConfig
 from fedleak.core.errors import FedleakError
-from fedleak.data.datasets import DATASETS, DatasetSplits, ImageDataset, default_root
+from fedleak.data.datasets import DATASETS, DatasetSplits, ImageDataset, StoredDatasetConfig, default_root
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def _split(folders: list[Path], prefix: str) -> ImageDataset | None:
                         torch.from_numpy(targets.astype(np.int64)))
 
 
-def _load(config: DatasetConfig, class_name: str) -> DatasetSplits:
+def _load(config: IdxConfig, class_name: str) -> DatasetSplits:
     root = default_root(config)
     if config.download:
         from torchvision import datasets as tv_datasets  # torchvision only to download
@@ -95,11 +95,23 @@ def _load(config: DatasetConfig, class_name: str) -> DatasetSplits:
     return DatasetSplits(name=config.name, train=train, test=test, num_classes=10)
 
 
+class IdxConfig(StoredDatasetConfig):
+    name: Literal["mnist", "fashion-mnist"] = "mnist"
+
+
 @DATASETS.register("mnist")
-def load_mnist(config: DatasetConfig) -> DatasetSplits:
-    return _load(config, "MNIST")
+class Mnist:
+    Config = IdxConfig
+
+    @staticmethod
+    def load(config: IdxConfig) -> DatasetSplits:
+        return _load(config, "MNIST")
 
 
 @DATASETS.register("fashion-mnist")
-def load_fashion_mnist(config: DatasetConfig) -> DatasetSplits:
-    return _load(config, "FashionMNIST")
+class FashionMnist:
+    Config = IdxConfig
+
+    @staticmethod
+    def load(config: IdxConfig) -> DatasetSplits:
+        return _load(config, "FashionMNIST")

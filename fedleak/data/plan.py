@@ -15,7 +15,7 @@ import numpy as np
 
 from fedleak.core.config import DatasetConfig, PartitionConfig, TrainingConfig
 from fedleak.data.datasets import load_dataset
-from fedleak.data.partition import partition_indices
+from fedleak.data.partitioners import partition_indices
 
 # Separates this plan's random streams from any other use of the scenario seed.
 _BATCH_STREAM = 0xBA7C

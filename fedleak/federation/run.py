@@ -49,7 +49,7 @@ class ServerRun:
         store.start_run(run_id, scenario.name, scenario.to_toml())
         # The architecture's risk at the initial weights: data-free, and cheap next to a round.
         store.record_audit(run_id, *stored_audit(spec.build(seed=scenario.seed), probe_seed=scenario.seed))
-        runner = RUNNERS[scenario.runner.name](scenario.runner)
+        runner = RUNNERS.get(scenario.runner.name)(scenario.runner)
         adversary = Adversary(scenario, spec, Evaluator(splits.train, plan, scenario.training), store, runner,
                               progress)
         test = splits.test.subset(slice(scenario.federation.test_samples))

@@ -16,11 +16,12 @@ from pydantic import (
     BeforeValidator,
     Field,
     PlainSerializer,
+    SerializeAsAny,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
+from fedleak.adversary.runner.base import RUNNERS
 from fedleak.attacks import ATTACKS
 from fedleak.core.config import (
     AccountingConfig,
@@ -34,8 +35,10 @@ from fedleak.core.config import (
     ThreatModel,
     TrainingConfig,
 )
+from fedleak.core.errors import FedleakError
+from fedleak.core.plugins import import_modules
 from fedleak.core.registry import Registry
-from fedleak.data import DATASETS, DatasetSplits
+from fedleak.data import DATASETS, PARTITIONERS, DatasetSplits
 from fedleak.defenses import DEFENSES, DefensePipeline
 from fedleak.models import MODELS, ModelSpec
 
@@ -62,12 +65,9 @@ def _component(registry: Registry[Any]) -> tuple[BeforeValidator, PlainSerialize
         name = params.pop("name")
         if not isinstance(name, str):
             raise ValueError(f"name: expected the {registry.kind}'s name as a string, got {type(name).__name__}")
-        if name not in registry:
-            raise ValueError(
-                f"name: unknown {registry.kind} '{name}'; allowed: {', '.join(registry.names())}"
-            )
+        config_class = _config_class(registry, name)
         try:
-            config = registry.get(name).Config.model_validate(params)
+            config = config_class.model_validate(params)
         except ValidationError as error:
             raise ValueError(first_error(error)) from None
         return Component(name=name, config=config)
@@ -75,9 +75,42 @@ def _component(registry: Registry[Any]) -> tuple[BeforeValidator, PlainSerialize
     return BeforeValidator(validate), PlainSerializer(Component.as_table)
 
 
+def _config_class(registry: Registry[Any], name: str) -> type[BaseModel]:
+    try:
+        return registry.get(name).Config  # type: ignore[no-any-return]
+    except FedleakError as error:
+        raise ValueError(f"name: {error}") from None
+
+
+def _named(registry: Registry[Any], base: type[Strict]) -> BeforeValidator:
+    """Validator reading ``{name = "...", **options}`` as the named component's own ``Config``
+    (a subclass of ``base`` that keeps the name: datasets, partitioners, runners)."""
+    default = base.model_fields["name"].default
+
+    def validate(value: Any) -> Strict:
+        if isinstance(value, base):
+            value = value.model_dump(exclude_unset=True)
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a table (a {registry.kind})")
+        name = value.get("name", default)
+        if not isinstance(name, str):
+            raise ValueError(f"name: expected the {registry.kind}'s name as a string, got {type(name).__name__}")
+        config_class = _config_class(registry, name)
+        try:
+            return config_class.model_validate({**value, "name": name})  # type: ignore[return-value]
+        except ValidationError as error:
+            raise ValueError(first_error(error)) from None
+
+    return BeforeValidator(validate)
+
+
 ModelComponent = Annotated[Component, *_component(MODELS)]
 AttackComponent = Annotated[Component, *_component(ATTACKS)]
 DefenseComponent = Annotated[Component, *_component(DEFENSES)]
+# SerializeAsAny: dump the component's own Config, not only the base class's fields.
+NamedDataset = Annotated[SerializeAsAny[DatasetConfig], _named(DATASETS, DatasetConfig)]
+NamedPartition = Annotated[SerializeAsAny[PartitionConfig], _named(PARTITIONERS, PartitionConfig)]
+NamedRunner = Annotated[SerializeAsAny[RunnerConfig], _named(RUNNERS, RunnerConfig)]
 
 
 class Scenario(Strict):
@@ -85,8 +118,11 @@ class Scenario(Strict):
 
     name: str = Field("scenario", pattern=r"^[A-Za-z0-9_.-]+$")
     seed: Seed = 0
-    dataset: DatasetConfig = DatasetConfig()
-    partition: PartitionConfig = PartitionConfig()
+    imports: tuple[str, ...] = Field((), alias="import")
+    """Modules imported before the components are looked up: a user's plugins
+    (:mod:`fedleak.core.plugins`)."""
+    dataset: NamedDataset = Field(default_factory=lambda: {"name": "digits"}, validate_default=True)
+    partition: NamedPartition = Field(default_factory=lambda: {"name": "iid"}, validate_default=True)
     model: ModelComponent = Field(default_factory=lambda: {"name": "lenet"}, validate_default=True)
     training: TrainingConfig = TrainingConfig()
     federation: FederationConfig = FederationConfig()
@@ -95,17 +131,20 @@ class Scenario(Strict):
     attacks: list[AttackComponent] = Field(default_factory=list)
     defenses: list[DefenseComponent] = Field(default_factory=list)
     accounting: AccountingConfig = AccountingConfig()
-    runner: RunnerConfig = RunnerConfig()
+    runner: NamedRunner = Field(default_factory=lambda: {"name": "inline"}, validate_default=True)
     save_images: bool = True
 
-    @field_validator("dataset")
+    @model_validator(mode="before")
     @classmethod
-    def _known_dataset(cls, dataset: DatasetConfig) -> DatasetConfig:
-        if dataset.name not in DATASETS:
-            raise ValueError(
-                f"name: unknown dataset '{dataset.name}'; allowed: {', '.join(DATASETS.names())}"
-            )
-        return dataset
+    def _import_plugins(cls, table: Any) -> Any:
+        """Import the ``import`` list first: the components it registers are validated next."""
+        modules = table.get("import", ()) if isinstance(table, dict) else ()
+        if isinstance(modules, list | tuple) and all(isinstance(module, str) for module in modules):
+            try:
+                import_modules(modules)
+            except FedleakError as error:
+                raise ValueError(str(error)) from None
+        return table  # a malformed list is reported by the field's own validation
 
     @model_validator(mode="after")
     def _defenses_compose(self) -> Scenario:
@@ -146,7 +185,7 @@ class Scenario(Strict):
         return DefensePipeline.from_components([(d.name, d.config) for d in self.defenses])
 
     def to_toml(self) -> str:
-        return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
+        return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True, by_alias=True))
 
 
 _KEYED_MESSAGE = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")

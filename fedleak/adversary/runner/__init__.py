@@ -1,20 +1,27 @@
-"""Attack runners: where captured updates are attacked (inline, or on a Ray worker pool)."""
+"""Attack runners: where captured updates are attacked (inline, or on a Ray worker pool).
 
-from collections.abc import Callable
+Runners register in :data:`RUNNERS` by name, each with its own ``Config``
+(a :class:`~fedleak.core.config.RunnerConfig`); plugins add theirs the same way.
+"""
 
-from fedleak.adversary.runner.base import AttackJob, AttackOutcome, AttackRunner, batches, execute, execute_batch
+import sys
+
+from fedleak.adversary.runner.base import (
+    RUNNERS,
+    AttackJob,
+    AttackOutcome,
+    AttackRunner,
+    RunnerFactory,
+    batches,
+    execute,
+    execute_batch,
+)
 from fedleak.adversary.runner.inline import InlineRunner
-from fedleak.core.config import RunnerConfig
+from fedleak.core.registry import import_submodules
 
-
-def _ray_runner(config: RunnerConfig) -> AttackRunner:
-    from fedleak.adversary.runner.ray_pool import RayRunner  # imports Ray: only when asked for
-
-    return RayRunner(config)
-
-
-RUNNERS: dict[str, Callable[[RunnerConfig], AttackRunner]] = {"inline": InlineRunner, "ray": _ray_runner}
+import_submodules(sys.modules[__name__])
 
 __all__ = [
-    "RUNNERS", "AttackJob", "AttackOutcome", "AttackRunner", "InlineRunner", "batches", "execute", "execute_batch",
+    "RUNNERS", "AttackJob", "AttackOutcome", "AttackRunner", "InlineRunner", "RunnerFactory", "batches", "execute",
+    "execute_batch",
 ]

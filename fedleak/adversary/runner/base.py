@@ -15,13 +15,15 @@ import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from fedleak.attacks import ATTACKS, Attack, AttackConfig, AttackNotApplicable, AttackStatus, Budget, Reconstruction
 from fedleak.attacks.base import Deadline
+from fedleak.core.config import RunnerConfig
 from fedleak.core.errors import first_line
+from fedleak.core.registry import Registry
 from fedleak.core.updates import ClientUpdate
 from fedleak.models import ModelSpec
 
@@ -161,3 +163,15 @@ class AttackRunner(ABC):
 
     def close(self, wait: bool = True) -> None:  # noqa: B027 (optional hook, not abstract)
         """Finish (``wait``) or abandon pending jobs; the default has none pending."""
+
+
+class RunnerFactory(Protocol):
+    """A registered runner: its ``Config`` and a constructor from it."""
+
+    Config: type[RunnerConfig]
+
+    def __call__(self, config: Any) -> AttackRunner: ...
+
+
+RUNNERS: Registry[RunnerFactory] = Registry("runner")
+"""Attack runners by name (``inline``, ``ray``, and plugins' ``fedleak.runners``)."""

@@ -4,11 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fedleak.adversary.runner.base import AttackJob, AttackRunner, OutcomeCallback, batches, execute_batch, report
+from fedleak.adversary.runner.base import (
+    RUNNERS,
+    AttackJob,
+    AttackRunner,
+    OutcomeCallback,
+    batches,
+    execute_batch,
+    report,
+)
 from fedleak.core.config import RunnerConfig
 
 
+@RUNNERS.register("inline")
 class InlineRunner(AttackRunner):
+    """Each submission at once, in the calling thread: simple, and what tests use."""
+
+    Config = RunnerConfig
+
     def __init__(self, config: RunnerConfig | None = None) -> None:
         self.max_batch = (config or RunnerConfig()).max_batch
 

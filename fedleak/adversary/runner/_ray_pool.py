@@ -31,8 +31,8 @@ from typing import Any
 import ray
 
 from fedleak.adversary.runner.base import AttackJob, AttackOutcome, AttackRunner, OutcomeCallback, execute_batch, report
+from fedleak.adversary.runner.ray_runner import RayRunnerConfig
 from fedleak.attacks import ATTACKS, Attack, AttackStatus
-from fedleak.core.config import RunnerConfig
 from fedleak.core.errors import first_line
 
 _log = logging.getLogger(__name__)
@@ -74,8 +74,8 @@ class _Running:
         return self.batch[0].job.config.time_budget_s  # one batch key: one configuration
 
 
-class RayRunner(AttackRunner):
-    def __init__(self, config: RunnerConfig) -> None:
+class RayPool(AttackRunner):
+    def __init__(self, config: RayRunnerConfig) -> None:
         self.config = config
         self._idle: list[ray.actor.ActorHandle] = []
         self._queue: deque[_Queued] = deque()
@@ -276,7 +276,7 @@ def _overdue(running: _Running, now: float, grace_s: float) -> bool:
     return budget is not None and now - running.started > budget + grace_s
 
 
-def _gpus_per_worker(config: RunnerConfig) -> float:
+def _gpus_per_worker(config: RayRunnerConfig) -> float:
     """The configured share, or the cluster's GPUs split evenly over the workers (0: CPU fallback)."""
     if config.num_gpus is not None:
         return config.num_gpus
