@@ -73,7 +73,7 @@ class Adversary:
         for reply in rejected:
             self.store.record_rejection(reply)
         if updates or rejected:
-            server_round = (updates or rejected)[0].server_round  # type: ignore[operator]
+            server_round = (updates[0] if updates else rejected[0]).server_round
             attacked = sum(self.wants(update) for update in updates)
             self.progress.round_captured(server_round, num_rounds, len(updates), attacked, list(rejected))
         self.runner.submit([job for update in updates for job in self.accept(update)], self.record_outcome)

@@ -53,7 +53,8 @@ class MatchedScores:
 def match(recon: torch.Tensor, truth: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Hungarian assignment minimising total MSE; pairs min(len(recon), len(truth))."""
     cost = torch.cdist(recon.flatten(1).double(), truth.flatten(1).double()) ** 2 / recon[0].numel()
-    return linear_sum_assignment(cost.numpy())
+    rows, cols = linear_sum_assignment(cost.numpy())
+    return np.asarray(rows), np.asarray(cols)
 
 
 def score(
@@ -74,6 +75,7 @@ def score(
     if recon_labels is not None and truth_labels is not None:
         accuracy = float((recon_labels[rows] == truth_labels[cols]).float().mean())
         count_accuracy = label_count_accuracy(recon_labels, truth_labels)
+    assert isinstance(ssim, torch.Tensor)  # the SSIM map is returned only when asked for
     return MatchedScores(rows, cols, mse, psnr, ssim, accuracy, count_accuracy)
 
 
@@ -87,5 +89,5 @@ def label_count_accuracy(recon_labels: torch.Tensor, truth_labels: torch.Tensor)
 
 def _ssim_kernel(images: torch.Tensor) -> int:
     """SSIM's usual 11×11 window, shrunk (odd) for images smaller than that (8×8 digits: 7)."""
-    side = min(11, *images.shape[-2:])
+    side = min(11, int(images.shape[-2]), int(images.shape[-1]))
     return side if side % 2 else side - 1

@@ -38,7 +38,8 @@ def train_locally(
     ``wrapper`` may replace the module and optimizer (DP-SGD); they must update
     ``model``'s own parameters.
     """
-    network, optimizer = model, torch.optim.SGD(model.parameters(), lr=lr)
+    network: nn.Module = model
+    optimizer: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     if wrapper is not None:
         network, optimizer = wrapper(model, optimizer)
     network.train()

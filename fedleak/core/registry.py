@@ -14,7 +14,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from fedleak.core.errors import FedleakError
 
@@ -77,9 +77,7 @@ class Registry(Generic[C]):
             FedleakError: one line: an unknown name (listing the allowed ones), or a name
             with a colon that does not resolve.
         """
-        if name in self._entries:
-            return self._entries[name]
-        _load_plugins(self)
+        _load_plugins(self)  # first, so a plugin claiming a built-in name is an error, not ignored
         if name in self._entries:
             return self._entries[name]
         if self._resolve is not None and ":" in name:
@@ -117,7 +115,7 @@ def _origin(component: object) -> str:
     return f"{getattr(component, '__module__', '?')}.{getattr(component, '__qualname__', component)}"
 
 
-def _load_plugins(registry: Registry[object]) -> None:
+def _load_plugins(registry: Registry[Any]) -> None:
     from fedleak.core.plugins import load_entry_points  # importlib.metadata: only when a name is looked up
 
     load_entry_points(registry.group)

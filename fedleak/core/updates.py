@@ -67,7 +67,7 @@ class ClientUpdate:
         return {k: d * scale for k, d in self.delta.items()}
 
     def norm(self) -> float:
-        return float(torch.sqrt(sum((d.double() ** 2).sum() for d in self.delta.values())))
+        return float(torch.cat([d.double().flatten() for d in self.delta.values()]).norm())
 
 
 @dataclass(frozen=True)

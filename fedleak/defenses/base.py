@@ -17,7 +17,7 @@ The pipeline runs the stages in the order the scenario lists them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -29,7 +29,8 @@ from fedleak.core.config import Strict
 from fedleak.core.registry import Registry
 from fedleak.core.updates import Weights
 
-if TYPE_CHECKING:  # Flower is imported only when a federation runs, not to validate a scenario
+if TYPE_CHECKING:
+    from flwr.clientapp.typing import Mod  # Flower is imported only when a federation runs, not to validate a scenario
     from flwr.serverapp.strategy import Strategy
 
 # Separates the defenses' random streams from other uses of the scenario seed.
@@ -88,7 +89,7 @@ class Defense:
         """The server's inverse of :meth:`encode`."""
         raise TypeError(f"{cls.__name__} has no wire encoding")
 
-    def client_mods(self) -> list[Callable[..., object]]:
+    def client_mods(self) -> list[Mod]:
         """Flower ClientApp mods this defense needs."""
         return []
 
@@ -155,7 +156,7 @@ class DefensePipeline:
         """The wire form of ``delta`` (call only when :attr:`encoding` is set)."""
         return self.stages[-1].encode(delta, generator)
 
-    def client_mods(self) -> list[Callable[..., object]]:
+    def client_mods(self) -> list[Mod]:
         return [mod for stage in self.stages for mod in stage.client_mods()]
 
     def wrap_strategy(self, strategy: Strategy, num_sampled_clients: int) -> Strategy:

@@ -14,7 +14,6 @@ amplification by sampling, as Flower's own accountant assumes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
@@ -22,7 +21,8 @@ from pydantic import Field
 from fedleak.core.config import Strict
 from fedleak.defenses.base import DEFENSES, Defense, LocalRound, PrivacyEvent
 
-if TYPE_CHECKING:  # Flower is imported only when a federation runs, not to validate a scenario
+if TYPE_CHECKING:
+    from flwr.clientapp.typing import Mod  # Flower is imported only when a federation runs, not to validate a scenario
     from flwr.serverapp.strategy import Strategy
 
 _WRAPPERS = {"server": "DifferentialPrivacyServerSideFixedClipping",
@@ -40,7 +40,7 @@ class CentralDP(Defense):
     Config = CentralDPConfig
     config: CentralDPConfig
 
-    def client_mods(self) -> list[Callable[..., object]]:
+    def client_mods(self) -> list[Mod]:
         from flwr.clientapp.mod import fixedclipping_mod
 
         return [fixedclipping_mod] if self.config.clipping == "client" else []
@@ -49,7 +49,8 @@ class CentralDP(Defense):
         from flwr.serverapp import strategy as flower_strategies
 
         wrapper = getattr(flower_strategies, _WRAPPERS[self.config.clipping])
-        return wrapper(strategy, self.config.noise_multiplier, self.config.clip_norm, num_sampled_clients)
+        wrapped: Strategy = wrapper(strategy, self.config.noise_multiplier, self.config.clip_norm, num_sampled_clients)
+        return wrapped
 
     def privacy_events(self, local_round: LocalRound) -> list[PrivacyEvent]:
         return [PrivacyEvent(self.config.noise_multiplier, 1.0, 1, protects="model")]

@@ -48,7 +48,7 @@ class LocalDPConfig(Strict):
 
 def clip_update(delta: Weights, max_norm: float) -> Weights:
     """Scale ``delta`` by min(1, C/‖Δ‖₂), the global L2 norm over every tensor."""
-    norm = torch.sqrt(sum((d.double() ** 2).sum() for d in delta.values()))
+    norm = torch.cat([d.double().flatten() for d in delta.values()]).norm()
     factor = min(1.0, max_norm / float(norm)) if norm > 0 else 1.0
     return {k: d * factor for k, d in delta.items()}
 

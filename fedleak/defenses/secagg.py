@@ -14,13 +14,15 @@ validated without importing Flower (``tests/test_defenses.py`` holds them to Flo
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 
 from fedleak.core.config import Strict
 from fedleak.defenses.base import DEFENSES, Defense
+
+if TYPE_CHECKING:  # Flower only when a federation runs
+    from flwr.clientapp.typing import Mod
 
 
 class SecAggPlusConfig(Strict):
@@ -65,7 +67,7 @@ class SecAggPlus(Defense):
     config: SecAggPlusConfig
     legacy_path = True
 
-    def client_mods(self) -> list[Callable[..., object]]:
+    def client_mods(self) -> list[Mod]:
         from flwr.client.mod import secaggplus_mod  # Flower only when a federation runs
 
         return [secaggplus_mod]

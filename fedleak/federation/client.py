@@ -41,9 +41,10 @@ def partition_of(context: Context, scenario: Scenario) -> int:
 
 def train(message: Message, context: Context, scenario: Scenario) -> Message:
     """The Message API train handler: one :func:`local_round`."""
-    config = message.content["config"]
-    reply = local_round(scenario, partition_of(context, scenario), int(config["server-round"]),
-                        records.training_from_record(config), message.content["arrays"].to_torch_state_dict())
+    config = message.content.config_records["config"]
+    reply = local_round(scenario, partition_of(context, scenario), int(records.scalar(config, "server-round")),
+                        records.training_from_record(config),
+                        message.content.array_records["arrays"].to_torch_state_dict())
     content = records.reply_content(reply.arrays, reply.encoding, reply.metrics)
     return Message(content=content, reply_to=message)
 
@@ -59,7 +60,7 @@ class LegacyClient(NumPyClient):
     def fit(self, parameters: list[np.ndarray], config: dict[str, Scalar]
             ) -> tuple[list[np.ndarray], int, dict[str, Scalar]]:
         sent = {k: torch.from_numpy(np.array(a)) for k, a in zip(self.names, parameters, strict=True)}
-        reply = local_round(self.scenario, self.partition_id, int(config["server-round"]),
+        reply = local_round(self.scenario, self.partition_id, int(records.scalar(config, "server-round")),
                             records.training_from_record(config), sent)
         return [reply.arrays[k] for k in self.names], int(reply.metrics[wire.NUM_EXAMPLES]), dict(reply.metrics)
 

@@ -22,9 +22,21 @@ def training_record(training: TrainingConfig) -> ConfigRecord:
     return ConfigRecord({key.replace("_", "-"): value for key, value in training.model_dump().items()})
 
 
-def training_from_record(record: ConfigRecord) -> TrainingConfig:
-    fields = TrainingConfig.model_fields
-    return TrainingConfig(**{k: record[k.replace("_", "-")] for k in fields})
+def training_from_record(record: Mapping[str, Any]) -> TrainingConfig:
+    """The training config a server sent (a Message API ConfigRecord, or a legacy FitIns config)."""
+    return TrainingConfig.model_validate({k: record[k.replace("_", "-")] for k in TrainingConfig.model_fields})
+
+
+def scalar(record: Mapping[str, Any], key: str) -> float:
+    """A number in a record (Flower's records may also hold lists, strings or bytes).
+
+    Raises:
+        TypeError: the value is not a number.
+    """
+    value = record[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"'{key}' is {type(value).__name__}, not a number")
+    return float(value)
 
 
 def parameter_names(scenario: Scenario) -> list[str]:
@@ -37,7 +49,7 @@ def reply_content(arrays: dict[str, np.ndarray], encoding: str | None,
     """A training reply: the wire arrays, their encoding (if any) and the metadata."""
     content = RecordDict({
         "arrays": ArrayRecord(array_dict={k: Array(np.ascontiguousarray(a)) for k, a in arrays.items()}),
-        "metrics": MetricRecord(metrics),
+        "metrics": MetricRecord({**metrics}),
     })
     if encoding is not None:
         content[wire.WIRE] = ConfigRecord({wire.ENCODING: encoding})
@@ -46,7 +58,7 @@ def reply_content(arrays: dict[str, np.ndarray], encoding: str | None,
 
 def received_weights(content: RecordDict, sent: Weights) -> Weights:
     """The weights a reply stands for: decoded by the quantizer it names, if any."""
-    arrays = {k: a.numpy() for k, a in content["arrays"].items()}
+    arrays = {k: a.numpy() for k, a in content.array_records["arrays"].items()}
     if wire.WIRE not in content:
         return {k: torch.from_numpy(np.array(a)) for k, a in arrays.items()}
     delta = DEFENSES.get(str(content[wire.WIRE][wire.ENCODING])).decode(arrays)

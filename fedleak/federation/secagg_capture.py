@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from flwr.common import bytes_to_ndarray
@@ -20,6 +20,7 @@ from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD
 
 from fedleak.defenses.secagg import SecAggPlusConfig
+from fedleak.federation.records import scalar
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,13 @@ class CapturingSecAggPlus(SecAggPlusWorkflow):
         self.observer = observer
 
     def collect_masked_vectors_stage(self, grid: Grid, context: LegacyContext, state: Any) -> bool:
-        server_round = int(context.state.config_records[MAIN_CONFIGS_RECORD]["current_round"])
+        server_round = int(scalar(context.state.config_records[MAIN_CONFIGS_RECORD], "current_round"))
 
         def observe(replies: list[Any]) -> None:
             self.observer([self.masked_vector(reply, server_round) for reply in replies if not reply.has_error()])
 
-        return super().collect_masked_vectors_stage(_GridTap(grid, observe), context, state)
+        # The tap forwards every Grid call; it is a Grid by behaviour, not by class.
+        return super().collect_masked_vectors_stage(cast(Grid, _GridTap(grid, observe)), context, state)
 
     def masked_vector(self, reply: Any, server_round: int) -> MaskedVector:
         """One reply of the masked-vector stage: the client's fit reply with its arrays

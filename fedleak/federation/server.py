@@ -27,9 +27,9 @@ RunLoader = Callable[[Context], tuple[Scenario, Path]]
 
 def mean_train_loss(replies: list[RecordDict], weighting_key: str) -> MetricRecord:
     """Aggregate only the loss (the other reply metrics are per-client metadata)."""
-    metrics = [reply["metrics"] for reply in replies]
-    total = sum(float(m[weighting_key]) for m in metrics)
-    loss = sum(float(m[wire.TRAIN_LOSS]) * float(m[weighting_key]) for m in metrics) / total
+    metrics = [reply.metric_records["metrics"] for reply in replies]
+    total = sum(records.scalar(m, weighting_key) for m in metrics)
+    loss = sum(records.scalar(m, wire.TRAIN_LOSS) * records.scalar(m, weighting_key) for m in metrics) / total
     return MetricRecord({wire.TRAIN_LOSS: loss})
 
 
@@ -58,7 +58,8 @@ def run_server(grid: Grid, context: Context, scenario: Scenario, run_dir: Path, 
     """
     run = ServerRun.open(scenario, run_dir, progress)
     drive = legacy.run_federation if scenario.defense_pipeline().legacy_path else run_federation
-    status, error = "failed", "the server stopped unexpectedly"
+    status = "failed"
+    error: str | None = "the server stopped unexpectedly"
     try:
         drive(grid, context, run)
         run.runner.close(wait=scenario.runner.wait)

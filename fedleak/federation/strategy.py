@@ -70,7 +70,7 @@ class AdversarialStrategy(Strategy):
         node_id = reply.metadata.src_node_id
         if reply.has_error():
             return RejectedReply(self.run_id, server_round, node_id, None, "failed",
-                                 f"client error: {first_line(reply.error.reason)}")
+                                 f"client error: {first_line(reply.error.reason or 'no reason given')}")
         content = reply.content
         metrics = content.get("metrics") if isinstance(content.get("metrics"), MetricRecord) else None
         outcome = self.checker.check(server_round, node_id, metrics,

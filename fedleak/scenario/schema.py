@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import tomli_w
 from pydantic import (
-    BaseModel,
     BeforeValidator,
     Field,
     PlainSerializer,
@@ -47,7 +46,7 @@ class Component(Strict):
     """A registered component chosen by name, with its own validated config."""
 
     name: str
-    config: BaseModel
+    config: Strict
 
     def as_table(self) -> dict[str, Any]:
         return {"name": self.name, **self.config.model_dump(mode="json", exclude_none=True)}
@@ -75,7 +74,7 @@ def _component(registry: Registry[Any]) -> tuple[BeforeValidator, PlainSerialize
     return BeforeValidator(validate), PlainSerializer(Component.as_table)
 
 
-def _config_class(registry: Registry[Any], name: str) -> type[BaseModel]:
+def _config_class(registry: Registry[Any], name: str) -> type[Strict]:
     try:
         return registry.get(name).Config  # type: ignore[no-any-return]
     except FedleakError as error:
@@ -97,7 +96,7 @@ def _named(registry: Registry[Any], base: type[Strict]) -> BeforeValidator:
             raise ValueError(f"name: expected the {registry.kind}'s name as a string, got {type(name).__name__}")
         config_class = _config_class(registry, name)
         try:
-            return config_class.model_validate({**value, "name": name})  # type: ignore[return-value]
+            return config_class.model_validate({**value, "name": name})
         except ValidationError as error:
             raise ValueError(first_error(error)) from None
 

@@ -159,7 +159,8 @@ class RayPool(AttackRunner):
             report(item.on_done, AttackOutcome.unfinished(item.job, _CANCELLED, "cancelled"))
 
     def _new_worker(self) -> ray.actor.ActorHandle:
-        return AttackWorker.options(**self._options).remote()
+        handle: ray.actor.ActorHandle = AttackWorker.options(**self._options).remote()  # type: ignore[attr-defined]
+        return handle  # (@ray.remote makes the class an ActorClass, which mypy cannot see)
 
     def _dispatch(self) -> None:
         try:
@@ -195,7 +196,7 @@ class RayPool(AttackRunner):
         while self._queue and self._idle:
             batch = self._next_batch()
             worker = self._idle.pop()
-            ref = worker.run.remote([q.job for q in batch], batch[0].attack_class)
+            ref: ray.ObjectRef = worker.run.remote([q.job for q in batch], batch[0].attack_class)
             self._running[ref] = _Running(batch, worker, time.perf_counter())
         self._changed.notify_all()
 
@@ -280,5 +281,5 @@ def _gpus_per_worker(config: RayRunnerConfig) -> float:
     """The configured share, or the cluster's GPUs split evenly over the workers (0: CPU fallback)."""
     if config.num_gpus is not None:
         return config.num_gpus
-    return min(1.0, ray.cluster_resources().get("GPU", 0.0) / config.workers)
+    return min(1.0, float(ray.cluster_resources().get("GPU", 0.0)) / config.workers)
 

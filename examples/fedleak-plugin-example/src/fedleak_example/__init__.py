@@ -1,0 +1,1 @@
+"""An example fedleak plugin: the ``tiny-cnn`` model and the ``stripes`` dataset."""
