@@ -52,7 +52,6 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedleak.adversary.metrics import SUCCESS_MSE
 from fedleak.adversary.progress import Progress
-from fedleak.adversary.runner import AttackJob, AttackOutcome, execute, execute_batch
 from fedleak.attacks import ATTACKS
 from fedleak.client.training import evaluate, offline_update
 from fedleak.data import ImageDataset, load_dataset
@@ -60,6 +59,7 @@ from fedleak.federation import build_server_app, records, run_simulated
 from fedleak.federation.server import mean_train_loss
 from fedleak.models import ModelSpec
 from fedleak.results.store import new_run_dir
+from fedleak.runners import AttackJob, AttackOutcome, execute, execute_batch
 from fedleak.scenario import Scenario, parse_scenario
 
 from mnist_setup import lenet_on_mnist, machine, mnist_parser

@@ -8,11 +8,11 @@ import torch
 
 from fedleak.adversary import Adversary
 from fedleak.adversary.evaluation import Evaluator
-from fedleak.adversary.runner import AttackJob, InlineRunner, execute_batch
 from fedleak.attacks import ATTACKS, Attack, AttackNotApplicable, Budget, Reconstruction
 from fedleak.attacks.stacked import StackedInversion
 from fedleak.data import build_plan, load_dataset
 from fedleak.results.store import ResultStore
+from fedleak.runners import AttackJob, InlineRunner, execute_batch
 
 from conftest import fedsgd_update, tiny_scenario
 

@@ -7,11 +7,11 @@ import torch
 
 from fedleak.adversary import Adversary
 from fedleak.adversary.evaluation import Evaluator
-from fedleak.adversary.runner import AttackJob, InlineRunner, batches, execute_batch
 from fedleak.attacks import ATTACKS, Attack, AttackNotApplicable, Budget
 from fedleak.core.config import RunnerConfig
 from fedleak.data import build_plan, load_dataset
 from fedleak.results.store import ResultStore
+from fedleak.runners import AttackJob, InlineRunner, batches, execute_batch
 
 from conftest import fedsgd_update, tiny_scenario
 

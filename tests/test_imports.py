@@ -29,7 +29,7 @@ def _imported_after(code: str) -> list[str]:
      "try:\n    main()\nexcept SystemExit:\n    pass", []),
     # A Ray worker imports the runner (and through it the attacks and models) at start-up, on
     # the cores the federation uses; ray itself is what it runs in.
-    ("an attack worker", "import fedleak.adversary.runner._ray_pool, fedleak\nfedleak.ATTACKS.names()", ["ray"]),
+    ("an attack worker", "import fedleak.runners._ray_pool, fedleak\nfedleak.ATTACKS.names()", ["ray"]),
 ])
 def test_an_entry_point_imports_only_what_it_uses(entry, code, allowed):
     assert _imported_after(code) == allowed, entry

@@ -12,13 +12,13 @@ from ray import cloudpickle
 
 from fedleak.adversary import Adversary
 from fedleak.adversary.evaluation import Evaluator
-from fedleak.adversary.runner import InlineRunner
-from fedleak.adversary.runner._ray_pool import RayPool
-from fedleak.adversary.runner.ray_runner import RayRunnerConfig
 from fedleak.attacks import ATTACKS, Attack
 from fedleak.data import build_plan, load_dataset
 from fedleak.federation import simulate
 from fedleak.results.store import ResultStore, new_run_dir
+from fedleak.runners import InlineRunner
+from fedleak.runners._ray_pool import RayPool
+from fedleak.runners.ray_config import RayRunnerConfig
 
 from conftest import fedsgd_update, tiny_scenario
 

@@ -20,7 +20,6 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedleak.adversary import Adversary
 from fedleak.adversary.evaluation import Evaluator
-from fedleak.adversary.runner import InlineRunner
 from fedleak.attacks import ATTACKS, Attack, Reconstruction
 from fedleak.client.local_round import LocalReply, local_round
 from fedleak.core.errors import RunFailed
@@ -29,6 +28,7 @@ from fedleak.federation import records
 from fedleak.federation.server import mean_train_loss
 from fedleak.federation.strategy import AdversarialStrategy
 from fedleak.results.store import ResultStore
+from fedleak.runners import InlineRunner
 from fedleak.scenario import Scenario
 
 from conftest import tiny_scenario

@@ -4,10 +4,10 @@ import json
 
 from fedleak.adversary import Adversary
 from fedleak.adversary.evaluation import Evaluator
-from fedleak.adversary.runner import AttackJob, InlineRunner, execute
 from fedleak.attacks import ATTACKS, Attack
 from fedleak.data import build_plan, load_dataset
 from fedleak.results.store import ResultStore
+from fedleak.runners import AttackJob, InlineRunner, execute
 
 from conftest import fedsgd_update, tiny_scenario
 

@@ -43,7 +43,7 @@ def test_a_random_query_round_is_sent_recorded_attacked_and_leaves_the_global_mo
     crafted = random_query_weights(spec, scenario.threat.random_query, seed=1)  # seed·1_000_003 + round
     sent = {u.server_round: u.global_weights for u in captured}
     assert all(torch.equal(sent[1][name], crafted[name]) for name in crafted)
-    assert not torch.equal(sent[2]["body.layers.1.weight"], crafted["body.layers.1.weight"])
+    assert not torch.equal(sent[2]["layers.1.weight"], crafted["layers.1.weight"])
 
     store = ResultStore.open_existing(run_dir)
     loss = {r["round"]: r["test_loss"] for r in store.query("SELECT round, test_loss FROM rounds")}

@@ -13,17 +13,18 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 
-from fedleak.adversary.evaluation import AttackResult, Evaluator
+from fedleak.adversary.evaluation import Evaluator
 from fedleak.adversary.malicious import random_query_weights
-from fedleak.adversary.privacy import NO_EPSILON, Epsilon, PrivacyLedger
+from fedleak.adversary.privacy import PrivacyLedger
 from fedleak.adversary.progress import Progress
-from fedleak.adversary.runner import AttackJob, AttackOutcome, AttackRunner
 from fedleak.attacks import ATTACKS
 from fedleak.core.errors import first_line
+from fedleak.core.results import NO_EPSILON, AttackResult, Epsilon
 from fedleak.core.updates import ClientUpdate, RejectedReply, Weights
 from fedleak.defenses import LocalRound
 from fedleak.models import ModelSpec
 from fedleak.results.store import ResultStore
+from fedleak.runners import AttackJob, AttackOutcome, AttackRunner
 from fedleak.scenario import Scenario
 
 _log = logging.getLogger(__name__)

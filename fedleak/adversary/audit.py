@@ -170,6 +170,6 @@ def audit_table(audit: ModelAudit, title: str = "leakage audit") -> Table:
             rank, condition = "not factored", "–"
         else:
             rank, condition = str(layer.rank), f"{layer.condition:.3g}" if layer.condition is not None else "∞"
-        table.add_row(layer.name.removeprefix("body."), layer.kind, str(layer.unknowns), str(layer.constraints),
+        table.add_row(layer.name, layer.kind, str(layer.unknowns), str(layer.constraints),
                       rank, str(layer.deficiency), condition)
     return table

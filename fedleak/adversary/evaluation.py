@@ -6,48 +6,14 @@ client sampled its batches from — never taken from a Flower message.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 import numpy as np
 import torch
 
 from fedleak.adversary.metrics import MatchedScores, score
-from fedleak.attacks import AttackStatus, Reconstruction
+from fedleak.attacks import Reconstruction
 from fedleak.core.config import TrainingConfig
 from fedleak.core.updates import ClientUpdate
 from fedleak.data import DataPlan, ImageDataset
-
-
-@dataclass
-class AttackResult:
-    """One attack on one captured update, scored (or not, with its reason)."""
-
-    run_id: str
-    server_round: int
-    node_id: int
-    partition_id: int
-    attack: str
-    status: AttackStatus
-    seconds: float
-    """This attack's share of the time of the batch it ran in (the batch's wall time / its size)."""
-    metrics: dict[str, float | None] = field(default_factory=dict)
-    num_reconstructed: int = 0
-    num_ground_truth: int = 0
-    error: str | None = None
-    threat: dict[str, Any] = field(default_factory=dict)
-    defenses: list[dict[str, Any]] = field(default_factory=list)
-    epsilon: float | None = None
-    """ε of the attacked update against the server (None: no accounted guarantee)."""
-    model_epsilon: float | None = None
-    """ε of the released global model up to this round."""
-    extras: dict[str, Any] = field(default_factory=dict)
-    random_query: bool = False
-    """The attacked update answered a random-parameter query (a malicious server's)."""
-    batch_seconds: float | None = None
-    """Wall time of the whole batch this attack ran in (``None``: it did not run)."""
-    batch_size: int = 1
-    """Attacks solved together in that batch."""
 
 
 class Evaluator:

@@ -35,8 +35,8 @@ def random_query_weights(model_spec: ModelSpec, config: RandomQueryConfig, seed:
       the only thing that pins the *scale* of each input (ReLU is positively homogeneous),
       and a std of 1 matches the std of wᵀx for an input of norm √fan_in (unit variance per
       coordinate after normalisation), so the extra coordinate weighs like the image.
-    * Output layer: A = output_scale/√width · v aᵀ (rank one), bias 0. Rank one gives every
-      sample a single residual ρᵢ = vᵀrᵢ/B, so that vᵀ∂L/∂A[:, j] = g(wⱼ) and
+    * Output layer (the last Linear one, if any): A = output_scale/√width · v aᵀ (rank one),
+      bias 0. Rank one gives every sample a single residual ρᵢ = vᵀrᵢ/B, so that vᵀ∂L/∂A[:, j] = g(wⱼ) and
       ∂L/∂wⱼ = aⱼ∇g(wⱼ) (paper §3's scalar output weights). aⱼ = ±1 with random signs: dividing
       by aⱼ amplifies no unit's noise. The small scale keeps the softmax near uniform, so no
       sample's residual vanishes by being confidently right. v has alternating signs and
@@ -51,7 +51,10 @@ def random_query_weights(model_spec: ModelSpec, config: RandomQueryConfig, seed:
     weights[f"{first_name}.weight"] = torch.randn(first.weight.shape, generator=generator) / math.sqrt(fan_in)
     if first.bias is not None:
         weights[f"{first_name}.bias"] = config.bias_scale * torch.randn(first.bias.shape, generator=generator)
-    output_name, output = linear_layers(model)[-1]
+    layers = linear_layers(model)
+    if not layers:  # no fully-connected output to make rank one: the rest stays as drawn
+        return weights
+    output_name, output = layers[-1]
     classes, width = output.weight.shape
     pattern = torch.tensor([(-1.0) ** c * (1 + c / classes) for c in range(classes)])
     signs = torch.where(torch.rand(width, generator=generator) < 0.5, -1.0, 1.0)

@@ -19,28 +19,17 @@ also counts the noise added to the released aggregate.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from opacus.accountants import RDPAccountant
 from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 
+from fedleak.core.results import Epsilon
 from fedleak.defenses import DefensePipeline, LocalRound, PrivacyEvent
 
 ORDERS = RDPAccountant.DEFAULT_ALPHAS
 
 
-@dataclass(frozen=True)
-class Epsilon:
-    """ε at the ledger's δ; ``None`` where no accounted mechanism applies."""
-
-    update: float | None = None
-    """Against anyone who sees the client's update, the server included."""
-    model: float | None = None
-    """Against anyone who sees only the released global model."""
-
-
-NO_EPSILON = Epsilon()
 
 
 def rdp_curve(event: PrivacyEvent) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markup import escape
 
-from fedleak.adversary.evaluation import AttackResult
+from fedleak.core.results import AttackResult
 from fedleak.core.updates import RejectedReply
 
 

@@ -7,12 +7,12 @@ from fedleak.attacks.base import (
     Attack,
     AttackConfig,
     AttackNotApplicable,
-    AttackStatus,
     Budget,
     Reconstruction,
     Requirement,
 )
 from fedleak.core.registry import import_submodules
+from fedleak.core.results import AttackStatus
 
 import_submodules(sys.modules[__name__])
 

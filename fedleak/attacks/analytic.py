@@ -10,6 +10,8 @@ groups that at least two rows agree on (for a batch of one, every row agrees).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from pydantic import Field
 from torch import nn
@@ -34,12 +36,18 @@ class Analytic(Attack):
 
     def run(self, update: ClientUpdate, model: ImageClassifier, budget: Budget) -> Reconstruction:
         deadline = budget.deadline()
-        name, layer = first_weighted_layer(model)
+        try:
+            name, layer = first_weighted_layer(model)
+        except ValueError as error:  # no Linear or Conv2d layer at all
+            raise AttackNotApplicable(f"analytic: {error}") from None
         if not isinstance(layer, nn.Linear) or layer.bias is None:
             raise AttackNotApplicable(
                 f"analytic needs a first fully-connected layer with bias; this model starts with "
                 f"{type(layer).__name__}{'' if layer.bias is not None else ' without bias'}"
             )
+        if layer.in_features != math.prod(model.image_shape):
+            raise AttackNotApplicable(f"analytic needs a first layer that reads the flattened image "
+                                      f"({math.prod(model.image_shape)} inputs); {name} has {layer.in_features}")
         gradient = update.pseudo_gradient()
         weight_grad, bias_grad = gradient[f"{name}.weight"].double(), gradient[f"{name}.bias"].double()
         rows = bias_grad.abs() > self.config.min_bias_gradient * bias_grad.abs().max()

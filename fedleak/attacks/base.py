@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
@@ -49,10 +49,7 @@ class Requirement(StrEnum):
         return None
 
 
-AttackStatus = Literal["ok", "failed", "not applicable", "cancelled"]
-"""How an attack on one update ended. ``not applicable``: it cannot read this update or
-model (never run, or it raised :class:`AttackNotApplicable`); ``cancelled``: the run ended
-before it finished (``runner.wait = false``)."""
+
 
 
 class AttackNotApplicable(Exception):

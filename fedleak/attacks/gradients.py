@@ -1,7 +1,11 @@
 """What the server can simulate: a client's gradient or its whole local update.
 
 Both functions differentiate through the client's computation, so an attack can
-back-propagate a mismatch to its dummy images (``create_graph=True``).
+back-propagate a mismatch to its dummy images (``create_graph=True``). They take the
+model's :meth:`~fedleak.models.ImageClassifier.training_simulation`: clients train in
+train mode, so BatchNorm normalises with each batch's statistics, and the simulation
+does the same without touching any running buffer (which also lets the stacked attacks
+``vmap`` it). Parameters are named as in the state dict.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 
 from fedleak.core.updates import ClientUpdate, Weights
 from fedleak.models import ImageClassifier
@@ -30,7 +33,7 @@ def observed_delta(update: ClientUpdate, model: ImageClassifier) -> list[torch.T
 
 
 def _in_parameter_order(weights: Weights, model: ImageClassifier) -> list[torch.Tensor]:
-    return [weights[name].detach() for name, _ in model.named_parameters()]
+    return [weights[name].detach() for name in model.parameters_by_name()]
 
 
 def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -49,20 +52,24 @@ def parameter_gradient(
 ) -> Parameters:
     """∇θ of the batch-mean cross-entropy at ``parameters`` (a subset of ``model``'s, by name).
 
-    Written with ``torch.func`` so it composes with ``grad`` and ``vmap`` (the stacked
-    attacks differentiate it per problem) and with ordinary autograd: the result is
+    ``model`` is a :meth:`~fedleak.models.ImageClassifier.training_simulation`. Written
+    with ``torch.func`` so it composes with ``grad`` and ``vmap`` (the stacked attacks
+    differentiate it per problem) and with ordinary autograd: the result is
     differentiable with respect to ``images`` and ``targets``.
     """
 
     def loss(weights: Parameters) -> torch.Tensor:
-        return classification_loss(functional_call(model, weights, (images,)), targets)
+        return classification_loss(model.functional_logits(weights, images), targets)
 
-    return torch.func.grad(loss)(parameters)
+    gradient: Parameters = torch.func.grad(loss)(parameters)
+    return gradient
 
 
 def batch_gradient(model: ImageClassifier, images: torch.Tensor, targets: torch.Tensor) -> list[torch.Tensor]:
-    """∇θ at the model's weights, ordered like ``model.parameters()``; differentiable."""
-    return list(parameter_gradient(model, dict(model.named_parameters()), images, targets).values())
+    """∇θ at the model's weights, ordered like ``model.parameters()``; differentiable.
+
+    ``model`` is a :meth:`~fedleak.models.ImageClassifier.training_simulation`."""
+    return list(parameter_gradient(model, model.parameters_by_name(), images, targets).values())
 
 
 def simulated_update(

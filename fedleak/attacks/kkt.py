@@ -61,6 +61,7 @@ from fedleak.attacks.base import (
 )
 from fedleak.core.updates import ClientUpdate
 from fedleak.models import ImageClassifier
+from fedleak.models.base import has_batch_norm
 
 MulticlassMargins = Literal["runner_up", "all"]
 Variant = Literal["max_margin", "weight_decay"]
@@ -191,6 +192,9 @@ class KKT(Attack):
         config = self.config
         if model.num_classes == 2:
             raise AttackNotApplicable("kkt needs one logit (binary) or a C-way classifier; this model has 2 outputs")
+        if has_batch_norm(model):  # the KKT point is one of the function the client trained: Φ(θ; xᵢ) per sample
+            raise AttackNotApplicable("kkt needs a network whose output for a sample depends on that sample alone; "
+                                      "BatchNorm trains on batch statistics")
         dtype = torch.float64 if config.double_precision else torch.float32
         trained = copy.deepcopy(model).to(dtype)
         trained.load_state_dict(update.client_weights)

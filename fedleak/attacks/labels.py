@@ -32,7 +32,6 @@ batch and the trajectory is far from linear.
 from __future__ import annotations
 
 import torch
-from torch.func import functional_call
 
 from fedleak.attacks.base import AttackNotApplicable
 from fedleak.core.updates import ClientUpdate
@@ -47,12 +46,13 @@ TRAJECTORY_POINTS = 8
 
 def infer_label_counts(update: ClientUpdate, model: ImageClassifier, seed: int = 0) -> torch.Tensor:
     """Estimated number of samples per class in the update's data, ``(num_classes,)`` integers."""
-    layers = linear_layers(model)
+    simulation = model.training_simulation()
+    layers = linear_layers(simulation)
     if not layers:
         raise AttackNotApplicable("label inference needs a fully-connected output layer")
     name, layer = layers[-1]
     gradient = update.pseudo_gradient()
-    probabilities, mass = _probe(model, layer, _trajectory(update), seed)
+    probabilities, mass = _probe(simulation, layer, _trajectory(update, simulation), seed)
     if layer.bias is not None:
         impact, mass = gradient[f"{name}.bias"].double(), torch.ones_like(mass)
     else:
@@ -68,25 +68,27 @@ def infer_labels(update: ClientUpdate, model: ImageClassifier, seed: int = 0) ->
     return torch.repeat_interleave(torch.arange(len(counts)), counts)
 
 
-def _trajectory(update: ClientUpdate) -> list[dict[str, torch.Tensor]]:
-    """Weights w₀ + (t/steps)·Δ for up to ``TRAJECTORY_POINTS`` evenly spaced steps t."""
+def _trajectory(update: ClientUpdate, model: ImageClassifier) -> list[dict[str, torch.Tensor]]:
+    """Parameters w₀ + (t/steps)·Δ for up to ``TRAJECTORY_POINTS`` evenly spaced steps t (the
+    buffers stay out: the probe, like the client, normalises with batch statistics)."""
     steps = update.metadata.local_steps
     fractions = torch.arange(steps) / steps if steps <= TRAJECTORY_POINTS else (
         torch.linspace(0, 1 - 1 / steps, TRAJECTORY_POINTS))
-    delta = update.delta
-    return [{k: w + float(f) * delta[k] for k, w in update.global_weights.items()} for f in fractions]
+    delta, start = update.delta, update.global_weights
+    return [{k: start[k] + float(f) * delta[k] for k in model.parameters_by_name()} for f in fractions]
 
 
 @torch.no_grad()
 def _probe(
     model: ImageClassifier, layer: torch.nn.Linear, trajectory: list[dict[str, torch.Tensor]], seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax outputs and feature masses Σⱼ hⱼ of the last layer on random images, at each point."""
+    """Softmax outputs and feature masses Σⱼ hⱼ of the last layer on random images, at each point
+    (``model`` is a training simulation: BatchNorm normalises with the probe batch's statistics)."""
     images = torch.rand(PROBE_SIZE, *model.image_shape, generator=torch.Generator().manual_seed(seed))
     features: list[torch.Tensor] = []
     hook = layer.register_forward_hook(lambda _module, inputs, _output: features.append(inputs[0]))
     try:
-        logits = torch.cat([functional_call(model, weights, (images,)) for weights in trajectory])
+        logits = torch.cat([model.functional_logits(weights, images) for weights in trajectory])
     finally:
         hook.remove()
     return logits.double().softmax(dim=1), torch.cat(features).double().sum(dim=1)

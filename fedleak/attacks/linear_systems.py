@@ -79,7 +79,7 @@ class Stage:
     """One weighted layer of the chain and the activation after it (``None``: identity)."""
 
     name: str
-    """Qualified module name in the ImageClassifier (``body.features.0``); gradients are ``{name}.weight``."""
+    """Qualified module name in the body (``features.0``), as in the state dict: gradients are ``{name}.weight``."""
     layer: nn.Conv2d | nn.Linear
     activation: nn.Module | None
     in_shape: tuple[int, ...]
@@ -130,30 +130,45 @@ class Chain:
 
 
 def model_chain(model: ImageClassifier) -> Chain:
-    """Trace ``model.body`` on a probe input and check that it is a supported chain.
+    """Trace ``model.body`` on a seeded random probe and check that it is a supported chain.
+
+    The body runs once, so pass a copy in eval mode (BatchNorm would update its running
+    statistics in train mode; a BatchNorm layer is not supported anyway). Replaying the
+    recorded modules one after the other must give the body's logits: an in-place skip
+    connection (``x += identity``) or a functional operation between modules would
+    otherwise pass for a chain.
 
     Raises:
         UnsupportedArchitecture: a module of another kind, a branch or reuse, an
             activation before the first or after the last weighted layer.
     """
     calls: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]] = []
-    leaves = [(name, m) for name, m in model.named_modules() if name.startswith("body") and not list(m.children())]
+    leaves = [(name, m) for name, m in model.body.named_modules() if not list(m.children())]
     hooks = [m.register_forward_hook(lambda m, i, o, name=name: calls.append((name, m, i[0], o))) for name, m in leaves]
-    probe = torch.zeros(1, *model.image_shape, dtype=next(model.parameters()).dtype)
+    dtype = next(model.parameters()).dtype
+    probe = torch.rand(1, *model.image_shape, generator=torch.Generator().manual_seed(0)).to(dtype)
+    previous = probe.clone()  # the body's input; ``probe`` stays intact for the replay
     try:
         with torch.no_grad():
-            logits = model.body(probe)
+            logits = model.body(previous)
     finally:
         for hook in hooks:
             hook.remove()
-    previous = probe
     for name, _, inputs, output in calls:
         if inputs is not previous:
             raise UnsupportedArchitecture(f"{name} does not take the previous module's output (not a plain chain)")
         previous = output
     if not calls or calls[-1][3] is not logits or len({id(m) for _, m, _, _ in calls}) != len(calls):
         raise UnsupportedArchitecture("the body is not a chain of modules each called once")
-    return Chain([m for _, m, _, _ in calls], _stages(calls))
+    chain = Chain([m for _, m, _, _ in calls], _stages(calls))
+    replayed = probe
+    with torch.no_grad():
+        for module in chain.modules:
+            replayed = module(replayed)
+    if not torch.allclose(replayed, logits, rtol=1e-4, atol=1e-6):
+        raise UnsupportedArchitecture("running the body's modules one after the other does not give its logits "
+                                      "(a skip connection or an operation outside modules)")
+    return chain
 
 
 def _stages(calls: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]]) -> list[Stage]:

@@ -90,7 +90,7 @@ class InversionProblem:
     """What every attempt of one attack starts from."""
 
     model: ImageClassifier
-    """Carries the global weights the server sent."""
+    """The :meth:`~fedleak.models.ImageClassifier.training_simulation` of the global model the server sent."""
     target: list[torch.Tensor]
     """The observed quantity to match, ordered like ``model.parameters()``."""
     labels: torch.Tensor | None
@@ -116,7 +116,8 @@ class OptimizationAttack(Attack):
 
     def run(self, update: ClientUpdate, model: ImageClassifier, budget: Budget) -> Reconstruction:
         problem = InversionProblem(
-            model, self.observed(update, model), fixed_labels(self.config, update, model), update.metadata,
+            model.training_simulation(), self.observed(update, model), fixed_labels(self.config, update, model),
+            update.metadata,
             budget.deadline(),
         )
         return best_of_restarts(self.config, problem.deadline, lambda generator: self.attempt(problem, generator))

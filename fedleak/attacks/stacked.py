@@ -16,7 +16,6 @@ An attack joins by subclassing :class:`StackedInversion` and writing
 
 from __future__ import annotations
 
-import copy
 import math
 from abc import abstractmethod
 from collections.abc import Callable, Hashable, Sequence
@@ -49,6 +48,7 @@ class ProblemStack:
     """K inversion problems against one model, problem k's data at index k of each tensor."""
 
     model: ImageClassifier
+    """The global model's :meth:`~fedleak.models.ImageClassifier.training_simulation`, on the attack's device."""
     parameters: Parameters
     """The global weights, detached: what every simulated client starts from."""
     targets: list[torch.Tensor]
@@ -140,14 +140,13 @@ class StackedInversion(Attack):
         restarts, device = self.config.restarts, self._device()
         targets = [self.observed(update, model) for update in updates]
         labels = [fixed_labels(self.config, update, model) for update in updates]
-        if next(model.parameters()).device != device:  # a copy: the caller's model stays where it is
-            model = copy.deepcopy(model).to(device)
+        simulation = model.training_simulation().to(device)  # a copy: the caller's model stays as it is
 
         def stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
             return torch.stack([t for t in tensors for _ in range(restarts)]).to(device)
 
         stack = ProblemStack(
-            model, {name: p.detach() for name, p in model.named_parameters()},
+            simulation, {name: p.detach() for name, p in simulation.parameters_by_name().items()},
             [stacked([t[i] for t in targets]) for i in range(len(targets[0]))],
             None if labels[0] is None else stacked(labels),  # type: ignore[arg-type]
             updates[0].metadata, deadline,

@@ -54,6 +54,7 @@ from fedleak.attacks.base import (
     Reconstruction,
     Requirement,
 )
+from fedleak.attacks.linear_systems import ACTIVATIONS, RESHAPES
 from fedleak.core.updates import ClientUpdate
 from fedleak.models import ImageClassifier
 from fedleak.models.base import linear_layers
@@ -356,17 +357,20 @@ def read_query(update: ClientUpdate, model: ImageClassifier, min_output_weight: 
 
 
 def _two_layers(model: ImageClassifier) -> tuple[tuple[str, nn.Linear], tuple[str, nn.Linear]]:
+    """The hidden and output layers of a one-hidden-layer MLP: two Linear layers, elementwise
+    activations and reshapes, nothing else (no convolution, no normalisation, no pooling)."""
     layers = linear_layers(model)
-    convolutional = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    if convolutional or len(layers) != 2:
+    others = sorted({type(m).__name__ for m in model.body.modules() if not list(m.children())
+                     and not isinstance(m, (nn.Linear, *ACTIVATIONS, *RESHAPES))})
+    if others or len(layers) != 2:
         raise AttackNotApplicable(
             f"tensor needs a one-hidden-layer MLP; this model has {len(layers)} linear layer(s)"
-            f"{' and convolutions' if convolutional else ''}")
+            f"{' and ' + ', '.join(others) if others else ''}")
     return layers[0], layers[1]
 
 
 def _negative_slope(model: ImageClassifier) -> float:
-    activations = [m for m in model.modules() if isinstance(m, (nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh))]
+    activations = [m for m in model.body.modules() if isinstance(m, ACTIVATIONS)]
     if len(activations) != 1 or not isinstance(activations[0], (nn.ReLU, nn.LeakyReLU)):
         name = type(activations[0]).__name__ if activations else "no activation"
         raise AttackNotApplicable(f"tensor needs a (leaky) ReLU hidden layer (piecewise linear); this one has {name}")

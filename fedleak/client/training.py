@@ -6,7 +6,7 @@ configured (lr, steps, batch size) fully describe the update it receives.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,10 +16,8 @@ from torch import nn
 
 from fedleak.core.updates import ClientUpdate, UpdateMetadata, Weights
 from fedleak.data import ImageDataset
+from fedleak.defenses.base import TrainingWrapper
 from fedleak.models import ModelSpec
-
-TrainingWrapper = Callable[[nn.Module, torch.optim.Optimizer], tuple[nn.Module, torch.optim.Optimizer]]
-"""Turns (model, optimizer) into the pair local training really uses (e.g. DP-SGD's)."""
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,7 @@ class AccountingConfig(Strict):
 
 
 class RunnerConfig(Strict):
-    """What every attack runner's config has (:mod:`fedleak.adversary.runner`)."""
+    """What every attack runner's config has (:mod:`fedleak.runners`)."""
 
     name: str = "inline"
     """``inline``: each attack runs at once in the server process; ``ray``: on a pool of worker actors."""

@@ -76,7 +76,14 @@ class StoredDatasetConfig(DatasetConfig):
     data_root: Path | None = None
     """Folder with the dataset's files. ``None``: ``~/.cache/fedleak/<name>``."""
     download: bool = Field(False, strict=True)
-    """Let torchvision download into ``data_root`` (needs a network)."""
+    """Download the files missing from ``data_root`` (needs a network). Files are fetched
+    into a temporary folder inside it, checked against torchvision's MD5s and only then
+    moved in; a file or folder already there is never replaced."""
+
+    @property
+    def source(self) -> str:
+        """Where the data comes from, for messages."""
+        return str(default_root(self))
 
 
 class DatasetLoader(Protocol):
@@ -134,7 +141,5 @@ def default_root(config: StoredDatasetConfig) -> Path:
 
 
 def source_of(config: DatasetConfig) -> str:
-    """Where a dataset's data comes from, for messages."""
-    if isinstance(config, StoredDatasetConfig):
-        return str(default_root(config))
-    return f"dataset {config.name}"
+    """Where a dataset's data comes from, for messages: the config's ``source`` where it has one."""
+    return str(getattr(config, "source", f"dataset {config.name}"))

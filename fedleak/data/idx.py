@@ -3,8 +3,11 @@
 Looks in ``data_root`` (and torchvision's ``<root>/<Class>/raw`` layout) for the idx
 files, gzipped or not. A folder holding only the two ``t10k`` files (as
 ``../shared/data/mnist``) is enough: then the test split is divided into a training
-pool (the first 8,000 images) and a test split (the last 2,000). With
-``download = true`` torchvision fetches the files where a network exists.
+pool (the first 8,000 images) and a test split (the last 2,000). Files found are checked
+by their structure (header, size, labels), so idx files of your own load too. With
+``download = true`` the official files that are missing are fetched, checked against
+torchvision's MD5s and moved to ``<root>/<Class>/raw`` (see :mod:`fedleak.data.downloads`);
+a file already there is never replaced.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 
 from fedleak.core.errors import FedleakError
 from fedleak.data.datasets import DATASETS, DatasetSplits, ImageDataset, StoredDatasetConfig, default_root
+from fedleak.data.downloads import fetch, place, staging
 
 log = logging.getLogger(__name__)
 
@@ -72,17 +76,19 @@ def _split(folders: list[Path], prefix: str) -> ImageDataset | None:
 
 def _load(config: IdxConfig, class_name: str) -> DatasetSplits:
     root = default_root(config)
-    if config.download:
-        from torchvision import datasets as tv_datasets  # torchvision only to download
-
-        getattr(tv_datasets, class_name)(str(root), train=True, download=True)
-        getattr(tv_datasets, class_name)(str(root), train=False, download=True)
     folders = [root, root / class_name / "raw"]
+    if config.download:
+        _download(class_name, folders)
+    if not root.is_dir():
+        raise FedleakError(f"dataset.data_root: no {config.name} idx files: {root} does not exist; "
+                           "set dataset.download = true where a network exists, or point data_root at the files")
     train, test = _split(folders, "train"), _split(folders, "t10k")
     if test is None:
+        found = sorted(entry.name for entry in root.iterdir())
         raise FedleakError(
-            f"dataset.data_root: no {config.name} idx files in {root} (need "
-            "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]); "
+            f"dataset.data_root: no {config.name} idx files in {root}: expected t10k-images-idx3-ubyte[.gz] and "
+            f"t10k-labels-idx1-ubyte[.gz] (and optionally the train- pair) in it or in {folders[1]} "
+            f"(found: {', '.join(found[:5]) or 'nothing'}{', …' if len(found) > 5 else ''}); "
             "set dataset.download = true where a network exists"
         )
     if train is None:
@@ -93,6 +99,21 @@ def _load(config: IdxConfig, class_name: str) -> DatasetSplits:
                  config.name, _T10K_TRAIN)
         train, test = test.subset(slice(_T10K_TRAIN)), test.subset(slice(_T10K_TRAIN, None))
     return DatasetSplits(name=config.name, train=train, test=test, num_classes=10)
+
+
+def _download(class_name: str, folders: list[Path]) -> None:
+    """Fetch the official files not found in ``folders`` (checked by MD5) into the last of them."""
+    from torchvision import datasets as tv_datasets  # torchvision only to download
+
+    tv_class = getattr(tv_datasets, class_name)
+    missing = [(name, md5) for name, md5 in tv_class.resources if _find(folders, name.removesuffix(".gz")) is None]
+    if not missing:
+        return
+    with staging(folders[0]) as folder:
+        fetched = [fetch([f"{mirror}{name}" for mirror in tv_class.mirrors], folder, name, md5)
+                   for name, md5 in missing]
+        for path in fetched:
+            place(path, folders[-1] / path.name)
 
 
 class IdxConfig(StoredDatasetConfig):

@@ -10,21 +10,22 @@ default:
 * ``encode``/``decode`` — the update's wire form (the quantizers in :mod:`fedleak.defenses.quantize`);
 * ``client_mods`` / ``wrap_strategy`` — Flower's own mechanisms (central DP wrappers and
   ``fixedclipping_mod``; SecAgg+, which also moves the run to Flower's legacy path);
-* ``privacy_events`` — the Gaussian mechanisms it applies, for RDP accounting.
+* ``privacy_events`` — the Gaussian mechanisms it applies, for RDP accounting;
+* ``check_model`` — whether it can run with the scenario's model (checked before a run).
 
 The pipeline runs the stages in the order the scenario lists them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 import torch
+from torch import nn
 
-from fedleak.client.training import TrainingWrapper
 from fedleak.core.config import Strict
 from fedleak.core.registry import Registry
 from fedleak.core.updates import Weights
@@ -32,6 +33,9 @@ from fedleak.core.updates import Weights
 if TYPE_CHECKING:
     from flwr.clientapp.typing import Mod  # Flower is imported only when a federation runs, not to validate a scenario
     from flwr.serverapp.strategy import Strategy
+
+TrainingWrapper = Callable[[nn.Module, torch.optim.Optimizer], tuple[nn.Module, torch.optim.Optimizer]]
+"""Turns (model, optimizer) into the pair local training really uses (e.g. DP-SGD's)."""
 
 # Separates the defenses' random streams from other uses of the scenario seed.
 _DEFENSE_STREAM = 0xDEF
@@ -100,6 +104,10 @@ class Defense:
     def privacy_events(self, local_round: LocalRound) -> list[PrivacyEvent]:
         """The Gaussian mechanisms one participation applies (none by default)."""
         return []
+
+    def check_model(self, model: torch.nn.Module) -> None:
+        """Raise ``ValueError`` (one line) when this defense cannot run with ``model`` (the network,
+        named as in the state dict)."""
 
 
 DEFENSES: Registry[type[Defense]] = Registry("defense")

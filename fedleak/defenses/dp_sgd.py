@@ -16,9 +16,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from fedleak.client.training import TrainingWrapper
 from fedleak.core.config import Strict
-from fedleak.defenses.base import DEFENSES, Defense, LocalRound, PrivacyEvent
+from fedleak.defenses.base import DEFENSES, Defense, LocalRound, PrivacyEvent, TrainingWrapper
 
 # Opacus' per-sample hooks fire on module outputs because images do not require grad;
 # torch warns about that on every step, though the per-sample gradients are right.
@@ -46,6 +45,14 @@ class DPSGD(Defense):
             return GradSampleModule(model), private
 
         return wrap
+
+    def check_model(self, model: nn.Module) -> None:
+        """Opacus computes per-sample gradients; BatchNorm mixes the samples of a batch, so
+        Opacus refuses it (its ``ModuleValidator``), and so does fedleak, before the run."""
+        layers = [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if layers:
+            raise ValueError(f"Opacus cannot train BatchNorm layers ({len(layers)} in this model, the first "
+                             f"{layers[0]}); choose a model without BatchNorm")
 
     def privacy_events(self, local_round: LocalRound) -> list[PrivacyEvent]:
         rate = min(1.0, local_round.batch_size / local_round.shard_size)

@@ -13,12 +13,12 @@ from fedleak.adversary import Adversary
 from fedleak.adversary.audit import stored_audit
 from fedleak.adversary.evaluation import Evaluator
 from fedleak.adversary.progress import Progress
-from fedleak.adversary.runner import RUNNERS, AttackRunner
 from fedleak.client.training import evaluate
 from fedleak.core.updates import Weights
 from fedleak.data import ImageDataset, build_plan, load_dataset
 from fedleak.models import ModelSpec
 from fedleak.results.store import ResultStore
+from fedleak.runners import RUNNERS, AttackRunner
 from fedleak.scenario import Scenario
 
 

@@ -28,8 +28,7 @@ from fedleak.core.errors import FedleakError
 from fedleak.core.updates import ClientUpdate, RejectedReply
 
 if TYPE_CHECKING:  # reading a run needs neither the scoring (torchmetrics) nor the accountant (Opacus)
-    from fedleak.adversary.evaluation import AttackResult
-    from fedleak.adversary.privacy import Epsilon
+    from fedleak.core.results import AttackResult, Epsilon
 
 DATABASE = "results.sqlite"
 

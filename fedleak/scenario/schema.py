@@ -20,7 +20,6 @@ from pydantic import (
     model_validator,
 )
 
-from fedleak.adversary.runner.base import RUNNERS
 from fedleak.attacks import ATTACKS
 from fedleak.core.config import (
     AccountingConfig,
@@ -40,6 +39,7 @@ from fedleak.core.registry import Registry
 from fedleak.data import DATASETS, PARTITIONERS, DatasetSplits
 from fedleak.defenses import DEFENSES, DefensePipeline
 from fedleak.models import MODELS, ModelSpec
+from fedleak.runners.base import RUNNERS
 
 
 class Component(Strict):

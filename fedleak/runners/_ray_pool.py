@@ -4,12 +4,12 @@
 (unless the queue is full and the backpressure policy is ``block``). A dispatcher
 thread hands each idle worker the oldest queued job together with the queued jobs of
 its batch key (up to ``max_batch``: one vectorised optimisation, see
-:func:`~fedleak.adversary.runner.base.execute_batch`), collects finished batches as they
+:func:`~fedleak.runners.base.execute_batch`), collects finished batches as they
 complete and passes each outcome to its callback (the adversary scores and stores it
 there, so results stream into the store in completion order).
 
 Failure isolation: an attack's exception becomes a failed outcome inside the worker
-(:func:`~fedleak.adversary.runner.base.execute`). A worker that dies (a segfault, ``os._exit``,
+(:func:`~fedleak.runners.base.execute`). A worker that dies (a segfault, ``os._exit``,
 the OOM killer) or is still busy ``grace_s`` after its attack's ``time_budget_s`` is
 killed if need be, its jobs are reported failed with the reason, and a fresh worker
 takes its place. Nothing a worker did is stored until its outcome arrives here.
@@ -30,10 +30,10 @@ from typing import Any
 
 import ray
 
-from fedleak.adversary.runner.base import AttackJob, AttackOutcome, AttackRunner, OutcomeCallback, execute_batch, report
-from fedleak.adversary.runner.ray_runner import RayRunnerConfig
 from fedleak.attacks import ATTACKS, Attack, AttackStatus
 from fedleak.core.errors import first_line
+from fedleak.runners.base import AttackJob, AttackOutcome, AttackRunner, OutcomeCallback, execute_batch, report
+from fedleak.runners.ray_config import RayRunnerConfig
 
 _log = logging.getLogger(__name__)
 _CANCELLED = "cancelled: the run ended before the attack finished"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fedleak.adversary.runner.base import (
+from fedleak.core.config import RunnerConfig
+from fedleak.runners.base import (
     RUNNERS,
     AttackJob,
     AttackRunner,
@@ -13,7 +14,6 @@ from fedleak.adversary.runner.base import (
     execute_batch,
     report,
 )
-from fedleak.core.config import RunnerConfig
 
 
 @RUNNERS.register("inline")

@@ -1,15 +1,12 @@
-"""The ``ray`` runner's name and config; the pool itself (:mod:`._ray_pool`) imports Ray
-only when a run starts one, so validating a scenario that names it imports no Ray."""
+"""The ``ray`` runner's options (read by the scenario without importing Ray)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import Field, field_validator
 
-from fedleak.adversary.runner.base import RUNNERS, AttackJob, AttackRunner, OutcomeCallback
 from fedleak.core.config import RunnerConfig
 
 
@@ -43,21 +40,3 @@ class RayRunnerConfig(RunnerConfig):
     grace_s: float = Field(30.0, gt=0)
     """A worker still busy this long after its attack's ``time_budget_s`` is killed and replaced,
     and the attack stored as failed (attacks without a budget are never killed)."""
-
-
-@RUNNERS.register("ray")
-class RayRunner(AttackRunner):
-    """Attacks on a pool of Ray worker actors (:class:`~fedleak.adversary.runner._ray_pool.RayPool`)."""
-
-    Config = RayRunnerConfig
-
-    def __init__(self, config: RayRunnerConfig) -> None:
-        from fedleak.adversary.runner._ray_pool import RayPool  # imports Ray
-
-        self.pool = RayPool(config)
-
-    def submit(self, jobs: Sequence[AttackJob], on_done: OutcomeCallback) -> None:
-        self.pool.submit(jobs, on_done)
-
-    def close(self, wait: bool = True) -> None:
-        self.pool.close(wait)

@@ -6,7 +6,8 @@ Runners register in :data:`RUNNERS` by name, each with its own ``Config``
 
 import sys
 
-from fedleak.adversary.runner.base import (
+from fedleak.core.registry import import_submodules
+from fedleak.runners.base import (
     RUNNERS,
     AttackJob,
     AttackOutcome,
@@ -16,8 +17,7 @@ from fedleak.adversary.runner.base import (
     execute,
     execute_batch,
 )
-from fedleak.adversary.runner.inline import InlineRunner
-from fedleak.core.registry import import_submodules
+from fedleak.runners.inline import InlineRunner
 
 import_submodules(sys.modules[__name__])
 
