@@ -157,7 +157,7 @@ def test_pseudo_gradient_of_a_fedsgd_update_is_the_gradient():
     loss = torch.nn.functional.cross_entropy(model(truth.images), truth.labels)
     loss.backward()
     gradient = update.pseudo_gradient()
-    for name, parameter in model.named_parameters():
+    for name, parameter in model.parameters_by_name().items():
         torch.testing.assert_close(gradient[name], parameter.grad, atol=2e-5, rtol=1e-3)
 
 

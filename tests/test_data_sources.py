@@ -32,6 +32,8 @@ from fedleak.scenario import parse_scenario
 
 from conftest import tiny_scenario
 
+QUICKSTART = Path(__file__).resolve().parents[1] / "scenarios" / "quickstart.toml"
+
 
 def _error(options: dict, match: str) -> str:
     """Loading (or validating) the dataset fails with one line that contains ``match``."""
@@ -84,11 +86,13 @@ def test_an_image_folder_loads_as_imagefolder_reads_it_with_a_stratified_test_sp
     assert splits.image_shape == (3, 16, 16) and splits.num_classes == 4
     assert splits.train.images.dtype == torch.float32 and 0 <= splits.train.images.min() < splits.train.images.max() <= 1
     assert splits.train.labels.bincount().tolist() == [8] * 4 and splits.test.labels.bincount().tolist() == [2] * 4
-    # Class k is the k-th sorted folder; its images are its files in sorted order (the writer's order).
+    # Class k is folder class_<k> (the k-th by name): every image is there once, with its class as its label.
     everything = torch.cat([splits.train.images, splits.test.images])
+    found = torch.cat([splits.train.labels, splits.test.labels])
     expected = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
-    order = np.argsort(labels, kind="stable")
-    assert all(bool((everything == expected[i]).all(dim=(1, 2, 3)).any()) for i in order)
+    matches = [(everything == image).all(dim=(1, 2, 3)).nonzero().flatten() for image in expected]
+    assert all(len(match) == 1 for match in matches)
+    assert [int(found[match]) for match in matches] == labels.tolist()
     other_seed = load_dataset(dataset_config("image-folder", root=folder, split_seed=1))
     assert not torch.equal(other_seed.test.images, splits.test.images)
 
@@ -119,10 +123,9 @@ def test_the_cache_key_is_the_whole_config(folder):
 
 @pytest.mark.parametrize(("options", "match"), [
     ({"root": "/nonexistent/images"}, "dataset.root: /nonexistent/images does not exist"),
-    ({}, "dataset.root: Field required"),
     ({"colour": True}, "dataset.colour: Extra inputs are not permitted"),
     ({"test_fraction": 1}, "dataset.test_fraction: Input should be less than 1"),
-    ({"resize": 0}, "dataset.resize.0: Input should be greater than or equal to 1"),
+    ({"resize": 0}, "dataset.resize[0]: Input should be greater than or equal to 1"),
     ({"resize": [8, 8, 8]}, "dataset.resize: Tuple should have at most 2 items"),
     ({"grayscale": "yes"}, "dataset.grayscale: Input should be a valid boolean"),
     ({"extensions": ["png"]}, 'dataset.extensions: expected file endings such as ".png"'),
@@ -133,7 +136,8 @@ def test_image_folder_options_are_validated_with_the_scenario(tmp_path, options,
     assert match in str(error.value) and "\n" not in str(error.value), str(error.value)
 
 
-def test_a_root_that_is_a_file_is_a_user_error(tmp_path):
+def test_a_root_that_is_a_file_or_missing_is_a_user_error(tmp_path):
+    _error({"name": "image-folder"}, "dataset.root: Field required")
     (tmp_path / "file.png").write_bytes(b"")
     _error({"name": "image-folder", "root": str(tmp_path / "file.png")}, "file.png is not a folder")
 
@@ -170,8 +174,10 @@ def test_a_split_that_leaves_no_test_image_is_a_user_error(tmp_path, crops):
 
 
 def _npz(tmp_path, **arrays):
-    np.savez(tmp_path / "data.npz", **arrays)
-    return {"name": "npz", "path": str(tmp_path / "data.npz")}
+    """A new file each time: loading is cached on the config, whose key is the path, not the contents."""
+    path = tmp_path / f"data{len(list(tmp_path.glob('*.npz')))}.npz"
+    np.savez(path, **arrays)
+    return {"name": "npz", "path": str(path)}
 
 
 @pytest.mark.parametrize("layout", ["nhwc", "nchw"])
@@ -219,7 +225,7 @@ def test_npz_errors_are_one_line_each(tmp_path, arrays, match):
 
 
 def test_npz_num_classes_below_a_label_and_unreadable_files(tmp_path):
-    _error({**_npz(tmp_path, x=np.zeros((10, 4, 4)), y=np.arange(10) % 5), "num_classes": 3},
+    _error({**_npz(tmp_path, x=np.zeros((20, 4, 4)), y=np.arange(20) % 5), "num_classes": 3},
            "dataset.num_classes: 3, but the data holds label 4")
     (tmp_path / "garbage.npz").write_bytes(b"not a zip")
     _error({"name": "npz", "path": str(tmp_path / "garbage.npz")}, "dataset.path: cannot read")
@@ -267,12 +273,13 @@ def test_a_local_folder_loads_through_load_dataset(tmp_path, folder, monkeypatch
 
 def test_a_dataset_neither_local_nor_cached_is_one_line_without_network_traffic(tmp_path, monkeypatch, no_network):
     datasets = pytest.importorskip("datasets")
+    offline_before = datasets.config.HF_HUB_OFFLINE
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "empty-cache"))
     message = _error({"name": "huggingface", "path": "someone/not-cached"},
                      "dataset.path: 'someone/not-cached' is not a local folder, nor a dataset in the Hugging Face cache")
     assert "fedleak never downloads" in message
     assert no_network == []  # offline mode: not even a name lookup
-    assert datasets.config.HF_HUB_OFFLINE is False  # switched off only while loading
+    assert datasets.config.HF_HUB_OFFLINE is offline_before  # the Hub is switched off only while loading
 
 
 @pytest.mark.parametrize(("options", "match"), [
@@ -378,7 +385,7 @@ def test_cifar_download_without_network_is_one_line_and_leaves_the_folder_as_it_
 
 
 def test_a_failed_download_through_the_cli_is_exit_2_and_one_line(monkeypatch, capsys, tmp_path, no_network):
-    monkeypatch.setattr(sys, "argv", ["fedleak", "run", "scenarios/quickstart.toml", "--out", str(tmp_path / "runs"),
+    monkeypatch.setattr(sys, "argv", ["fedleak", "run", str(QUICKSTART), "--out", str(tmp_path / "runs"),
                                       "--set", "dataset.name=mnist", "--set", f"dataset.data_root='{tmp_path}'",
                                       "--set", "dataset.download=true"])
     with pytest.raises(SystemExit) as exit_:

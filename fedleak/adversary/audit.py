@@ -105,7 +105,9 @@ def audit_model(model: ImageClassifier, probe_seed: int = 0, depth_decay: float 
             layers.append(LayerAudit(stage.name, stage.kind, stage.unknowns, constraints, None,
                                      max(0, stage.unknowns - constraints), None))
             continue
-        system = layer_system(stage, k, stage.layer.weight.grad.reshape(stage.out_channels, -1),
+        gradient = stage.layer.weight.grad
+        assert gradient is not None  # filled by the probe pass
+        system = layer_system(stage, k, gradient.reshape(stage.out_channels, -1),
                               z - stage.bias() if forward else None, known if forward else None)
         found = spectrum(system, rcond)
         layers.append(LayerAudit(stage.name, stage.kind, stage.unknowns, system.constraints, found.rank,
@@ -136,7 +138,9 @@ def _gradient_rows(stage: Stage) -> int:
     return min(stage.out_channels, stage.positions) * taps
 
 
-def _probe_pass(model: ImageClassifier, chain: Chain, seed: int) -> list[tuple[torch.Tensor, ...]]:
+def _probe_pass(
+    model: ImageClassifier, chain: Chain, seed: int
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(z, k = ∂L/∂z, determined units) of every stage at a random image and label; fills weight grads."""
     generator = torch.Generator().manual_seed(seed)
     image = torch.rand(1, *model.image_shape, generator=generator, dtype=torch.float64)

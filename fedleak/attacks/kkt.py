@@ -43,6 +43,7 @@ after many local epochs (cross-silo) or a final global model — a model trained
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -153,14 +154,14 @@ def margins(logits: torch.Tensor, labels: torch.Tensor, multiclass: MulticlassMa
     return own - logits[wrong].view(len(logits), -1)
 
 
-def kkt_residual(parameters: list[torch.Tensor], weighted_margins: torch.Tensor) -> torch.Tensor:
+def kkt_residual(parameters: Sequence[torch.Tensor], weighted_margins: torch.Tensor) -> torch.Tensor:
     """‖θ − ∇θ weighted_margins‖² summed over parameters, differentiable in the candidates and λ.
 
     ``weighted_margins`` is the scalar (1/m) Σᵢₖ λᵢₖ marginᵢₖ(θ), so its θ-gradient is the
     KKT combination Σ λ ∇θ margin (Haim et al. Eq. 4, Buzaglo et al. Eq. 3).
     """
     combination = torch.autograd.grad(weighted_margins, parameters, create_graph=True)
-    return sum(((p.detach() - g) ** 2).sum() for p, g in zip(parameters, combination))
+    return torch.stack([((p.detach() - g) ** 2).sum() for p, g in zip(parameters, combination)]).sum()
 
 
 def lambda_penalty(multipliers: torch.Tensor, lower: float) -> torch.Tensor:
@@ -285,13 +286,16 @@ def _paper_ssim(images: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
     # Imported here: torchmetrics takes seconds to import, and attack workers never score.
     from torchmetrics.functional.image import structural_similarity_index_measure
 
-    return structural_similarity_index_measure(
+    ssim = structural_similarity_index_measure(
         images.float(), references.float(), data_range=1.0, kernel_size=3, sigma=1.5, reduction="none",
     )
+    assert isinstance(ssim, torch.Tensor)  # the SSIM map is returned only when asked for
+    return ssim
 
 
 def standardised(images: torch.Tensor) -> torch.Tensor:
     """Flattened images with zero mean and unit norm (so L2 distance ranks like correlation)."""
     flat = images.flatten(1).double()
     flat = flat - flat.mean(dim=1, keepdim=True)
-    return flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    normed: torch.Tensor = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return normed

@@ -226,7 +226,8 @@ def _rank_one_output(weight_grad: torch.Tensor, weight: torch.Tensor) -> tuple[t
     def residual(log_alpha: np.ndarray) -> np.ndarray:
         # Relative to k's scale: an absolute residual would vanish trivially as α → 0.
         alpha = math.exp(float(log_alpha[0]))
-        return ((torch.softmax(sigma / alpha * direction, 0) - onehot) / alpha - u).numpy()
+        values: np.ndarray = ((torch.softmax(sigma / alpha * direction, 0) - onehot) / alpha - u).numpy()
+        return values
 
     upper = -math.log(float(-u[label]))
     grid = np.linspace(upper - 40, upper, 801)

@@ -215,7 +215,9 @@ def patch_index(stage: Stage) -> torch.Tensor:
         return torch.arange(stage.unknowns)[:, None]
     conv = stage.layer
     numbered = torch.arange(1, stage.unknowns + 1, dtype=torch.float64).view(1, *stage.in_shape)
-    taps = F.unfold(numbered, conv.kernel_size, dilation=conv.dilation, padding=conv.padding, stride=conv.stride)
+    padding = conv.padding
+    assert not isinstance(padding, str)  # 'same'/'valid': rejected when the chain is traced
+    taps = F.unfold(numbered, conv.kernel_size, dilation=conv.dilation, padding=padding, stride=conv.stride)
     return taps[0].round().long() - 1
 
 
@@ -263,11 +265,11 @@ class LayerSystem:
 
     @property
     def unknowns(self) -> int:
-        return self.matrix.shape[1]
+        return int(self.matrix.shape[1])
 
     @property
     def constraints(self) -> int:
-        return self.matrix.shape[0]
+        return int(self.matrix.shape[0])
 
 
 def layer_system(stage: Stage, k: torch.Tensor, weight_grad: torch.Tensor,
@@ -317,7 +319,7 @@ def spectrum(system: LayerSystem, rcond: float) -> Spectrum:
 
 
 def _gram(system: LayerSystem) -> np.ndarray:
-    return (system.matrix.T @ system.matrix).toarray()
+    return np.asarray((system.matrix.T @ system.matrix).toarray())
 
 
 def _spectrum(eigenvalues: np.ndarray, rcond: float) -> Spectrum:
@@ -350,7 +352,7 @@ def solve(system: LayerSystem, rcond: float) -> Solution:
         eigenvalues, vectors = np.linalg.eigh(gram)
         kept = eigenvalues > (rcond * found.singular_values[0]) ** 2
         x = vectors[:, kept] @ ((vectors[:, kept].T @ (a.T @ b)) / eigenvalues[kept])
-    residual = float(np.linalg.norm(a @ x - b) / max(np.linalg.norm(b), 1e-300))
+    residual = float(np.linalg.norm(a @ x - b)) / max(float(np.linalg.norm(b)), 1e-300)
     return Solution(x, found, residual)
 
 
@@ -362,7 +364,7 @@ def _cholesky_solution(gram: np.ndarray, a: scipy.sparse.csr_matrix, b: np.ndarr
     except np.linalg.LinAlgError:  # numerically indefinite despite the rank test: take the eigen path
         return None
     x = scipy.linalg.cho_solve(factor, a.T @ b)
-    return x + scipy.linalg.cho_solve(factor, a.T @ (b - a @ x))
+    return np.asarray(x + scipy.linalg.cho_solve(factor, a.T @ (b - a @ x)))
 
 
 def preactivation(activation: nn.Module | None, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,8 +20,8 @@ def cosine_distance(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tenso
     Scale-invariant, so it compares the *direction* of an update: a gradient and the
     update −lr·∇ it produced are at distance 0.
     """
-    dot = sum((x * y).sum() for x, y in zip(a, b))
-    norms = torch.sqrt(sum((x**2).sum() for x in a)) * torch.sqrt(sum((y**2).sum() for y in b))
+    dot = torch.stack([(x * y).sum() for x, y in zip(a, b)]).sum()
+    norms = torch.stack([(x**2).sum() for x in a]).sum().sqrt() * torch.stack([(y**2).sum() for y in b]).sum().sqrt()
     return 1 - dot / norms.clamp_min(1e-30)
 
 

@@ -397,7 +397,7 @@ class Tensor(Attack):
         images = model.denormalize(inputs.float().view(-1, *model.image_shape)).clamp(0, 1)
         labels = None
         if query.bias_coordinate is not None:
-            labels = _labels(model, inputs, found, query, batch_size)
+            labels = _labels(model, inputs, found, query.output_direction, query.bias_coordinate, batch_size)
         return Reconstruction(
             images=images.detach(), labels=labels, seconds=deadline.elapsed,
             extras={
@@ -425,8 +425,8 @@ def _inputs(directions: torch.Tensor, bias_coordinate: float | None) -> tuple[to
     return directions[:, :-1] * bias_coordinate / last.abs().clamp_min(1e-12)[:, None], misoriented
 
 
-def _labels(model: ImageClassifier, inputs: torch.Tensor, found: Recovery, query: Query,
-            batch_size: int) -> torch.Tensor:
+def _labels(model: ImageClassifier, inputs: torch.Tensor, found: Recovery, direction: torch.Tensor,
+            bias_coordinate: float, batch_size: int) -> torch.Tensor:
     """Each input's label from its residual ρᵢ = vᵀ(pᵢ − e_yᵢ)/B: the class c with vᵀpᵢ − v_c closest to Bρᵢ.
 
     The recovered strength is ρᵢ‖x̃ᵢ‖ with ‖x̃ᵢ‖ = s/u[d]; pᵢ is the model's softmax at the
@@ -435,8 +435,7 @@ def _labels(model: ImageClassifier, inputs: torch.Tensor, found: Recovery, query
     """
     with torch.no_grad():
         probabilities = torch.softmax(model.body(inputs.float().view(-1, *model.image_shape)).double(), dim=1)
-    direction = query.output_direction
-    norms = query.bias_coordinate / found.directions[:, -1].abs().clamp_min(1e-12)
+    norms = bias_coordinate / found.directions[:, -1].abs().clamp_min(1e-12)
     residual = batch_size * found.strengths / norms
     candidates = (probabilities @ direction)[:, None] - direction[None, :]
     return (candidates - residual[:, None]).abs().argmin(dim=1)

@@ -42,7 +42,10 @@ def local_round(scenario: Scenario, partition_id: int, server_round: int, traini
                            pipeline.private_training(training.batch_size, generator))
 
     trained = model.state_dict()
-    delta = pipeline.apply({k: trained[k] - w for k, w in sent.items()}, generator)
+    delta = {k: trained[k] - w for k, w in sent.items()}
+    # The defenses act on the floating-point update (parameters, BatchNorm's running statistics);
+    # integer buffers (BatchNorm's step counter: public, the server configured the steps) pass as they are.
+    delta |= pipeline.apply({k: d for k, d in delta.items() if d.is_floating_point()}, generator)
     if pipeline.encoding:
         arrays = pipeline.encode(delta, generator)
     else:

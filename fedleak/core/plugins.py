@@ -12,8 +12,9 @@ A package adds components by registering them in a module that fedleak imports:
   modules are imported the first time its registry is asked for a name, so installing
   a plugin is enough and a process that never looks a model up never imports it.
 * **a scenario's list** — ``import = ["my_pkg.models"]`` at the top of the scenario,
-  for code that is not installed as a package (on ``PYTHONPATH``, or in the working
-  directory). The modules are imported before the scenario's components are validated.
+  for code that is not installed as a package: the modules must be importable (on
+  ``PYTHONPATH``, which the simulation's client and attack workers inherit). They are
+  imported before the scenario's components are validated.
 
 Either way a module that fails to import, or registers a name that is taken, is one
 line naming the plugin.

@@ -67,7 +67,7 @@ def decode_image(source: Path | bytes, item: str, key: str) -> np.ndarray:
 
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:  # PIL raises all of them
         raise FedleakError(f"{key}: cannot read image {item}: {first_line(error)}") from None
 
@@ -79,8 +79,10 @@ def stack_images(pixels: Sequence[np.ndarray], items: Sequence[str], key: str,
     Images of different sizes are each resized to ``resize`` first; without it they are an error.
 
     Raises:
-        FedleakError: one line naming two images of different sizes.
+        FedleakError: one line: no images, or two of different sizes (named).
     """
+    if not pixels:
+        raise FedleakError(f"{key}: no images")
     odd = next((i for i, array in enumerate(pixels) if array.shape != pixels[0].shape), None)
     if odd is None:
         return _unit_range(np.stack(pixels))

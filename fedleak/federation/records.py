@@ -48,7 +48,8 @@ def reply_content(arrays: dict[str, np.ndarray], encoding: str | None,
                   metrics: dict[str, int | float]) -> RecordDict:
     """A training reply: the wire arrays, their encoding (if any) and the metadata."""
     content = RecordDict({
-        "arrays": ArrayRecord(array_dict={k: Array(np.ascontiguousarray(a)) for k, a in arrays.items()}),
+        # np.require keeps a 0-d array 0-d (BatchNorm's num_batches_tracked); ascontiguousarray makes it 1-d
+        "arrays": ArrayRecord(array_dict={k: Array(np.require(a, requirements="C")) for k, a in arrays.items()}),
         "metrics": MetricRecord({**metrics}),
     })
     if encoding is not None:
@@ -57,12 +58,13 @@ def reply_content(arrays: dict[str, np.ndarray], encoding: str | None,
 
 
 def received_weights(content: RecordDict, sent: Weights) -> Weights:
-    """The weights a reply stands for: decoded by the quantizer it names, if any."""
+    """The weights a reply stands for: decoded by the quantizer it names, if any (then in the
+    sent model's dtypes: the encoding carries Δ, an integer buffer's too, as floats)."""
     arrays = {k: a.numpy() for k, a in content.array_records["arrays"].items()}
     if wire.WIRE not in content:
         return {k: torch.from_numpy(np.array(a)) for k, a in arrays.items()}
     delta = DEFENSES.get(str(content[wire.WIRE][wire.ENCODING])).decode(arrays)
-    return {k: w + delta[k] for k, w in sent.items()}
+    return {k: (w + delta[k]).to(w.dtype) for k, w in sent.items()}
 
 
 def client_update(run_id: str, server_round: int, node_id: int, metrics: Mapping[str, Any], algorithm: str,

@@ -63,7 +63,7 @@ class AdversarialStrategy(Strategy):
         arrays, metrics = self.inner.aggregate_train(server_round, accepted)
         if self.adversary.is_random_query(server_round):
             return self._global, metrics
-        return arrays, metrics
+        return _in_dtypes_of(self._sent, arrays), metrics
 
     def capture(self, server_round: int, reply: Message) -> ClientUpdate | RejectedReply:
         """Check the reply; decode an accepted one in place (the inner strategy aggregates weights)."""
@@ -89,3 +89,13 @@ class AdversarialStrategy(Strategy):
 
     def summary(self) -> None:
         self.inner.summary()
+
+
+def _in_dtypes_of(sent: Weights, arrays: ArrayRecord | None) -> ArrayRecord | None:
+    """The aggregate in the model's dtypes: FedAvg's NumPy average turns an integer buffer
+    (BatchNorm's step counter) into float64; it is rounded back."""
+    if arrays is None:
+        return None
+    average = arrays.to_torch_state_dict()
+    return ArrayRecord({k: (v if sent[k].is_floating_point() else v.round()).to(sent[k].dtype)
+                        for k, v in average.items()})

@@ -1,4 +1,5 @@
-"""Models by name (DLG's LeNet, an MLP, a small ConvNet) behind one registry."""
+"""Models by name (DLG's LeNet, an MLP, a small ConvNet) behind one registry, and by path:
+``torchvision:NAME`` or a user's ``MODULE:CLASS`` (:mod:`fedleak.models.external`)."""
 
 import sys
 

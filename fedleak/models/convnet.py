@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from pydantic import Field
 from torch import nn
 
@@ -28,5 +29,6 @@ class ConvNet(nn.Module):
         self.features = nn.Sequential(*layers, nn.Flatten())
         self.classifier = nn.Linear(flat_features(self.features, image_shape), num_classes)
 
-    def forward(self, x):
-        return self.classifier(self.features(x))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.classifier(self.features(x))
+        return logits

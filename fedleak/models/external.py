@@ -16,9 +16,11 @@
   annotations as types, the defaults as defaults; a default that is not plain data —
   a class, a function — becomes ``None``, "the constructor's default"). Arguments named
   ``num_classes``, ``image_shape`` (C, H, W) and ``in_channels`` are filled from the
-  dataset unless the scenario sets them. A class with its own pydantic ``Config`` is a
-  fedleak-style model instead: that ``Config`` is validated and the constructor is called
-  as ``(config, image_shape, num_classes)``, like the registered models'.
+  dataset unless the scenario sets them. A class with its own ``Config`` (a subclass of
+  :class:`~fedleak.models.ModelConfig`, or at least of fedleak's ``Strict`` pydantic base,
+  as every component's config) is a fedleak-style model instead: that ``Config`` is
+  validated and the constructor is called as ``(config, image_shape, num_classes)``, like
+  the registered models'.
 
 Either way unknown keys are errors, and a name that does not resolve (no module, no such
 attribute, not an ``nn.Module`` class, no such torchvision model) is one
@@ -48,6 +50,7 @@ from typing import Any, ClassVar, Optional
 from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
 from torch import nn
 
+from fedleak.core.config import Strict
 from fedleak.core.errors import FedleakError, first_line
 from fedleak.models.base import MODELS, ModelConfig, ModelFactory
 
@@ -109,8 +112,9 @@ def resolve(name: str) -> ModelFactory:
         return TorchvisionModel(name, attribute)
     network = _imported_class(name, module, attribute)
     if hasattr(network, "Config"):
-        if not (isinstance(network.Config, type) and issubclass(network.Config, BaseModel)):
-            raise FedleakError(f"'{name}': its Config is not a pydantic model class")
+        if not (isinstance(network.Config, type) and issubclass(network.Config, Strict)):
+            raise FedleakError(f"'{name}': its Config must subclass fedleak.models.ModelConfig "
+                               "(or fedleak.core.config.Strict), as every component's config does")
         return network  # type: ignore[return-value]  # a fedleak-style model: (config, image_shape, num_classes)
     return UserModel(name, network)
 

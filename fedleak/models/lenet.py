@@ -6,6 +6,7 @@ layer's width follows the input size (768 for 32×32, 588 for 28×28, 48 for 8×
 
 from __future__ import annotations
 
+import torch
 from pydantic import Field
 from torch import nn
 
@@ -32,5 +33,6 @@ class LeNet(nn.Module):
         )
         self.classifier = nn.Linear(flat_features(self.features, image_shape), num_classes)
 
-    def forward(self, x):
-        return self.classifier(self.features(x))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.classifier(self.features(x))
+        return logits

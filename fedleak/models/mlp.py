@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from pydantic import Field
 from torch import nn
 
@@ -30,5 +31,6 @@ class MLP(nn.Module):
         layers.append(nn.Linear(sizes[-1], num_classes, bias=config.bias))
         self.layers = nn.Sequential(*layers)
 
-    def forward(self, x):
-        return self.layers(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.layers(x)
+        return logits

@@ -12,6 +12,7 @@ the first layer then has fewer constraints than input pixels).
 
 from __future__ import annotations
 
+import torch
 from pydantic import Field, model_validator
 from torch import nn
 
@@ -50,5 +51,6 @@ class RGAPCNN(nn.Module):
         self.features = nn.Sequential(*layers, nn.Flatten())
         self.classifier = nn.Linear(flat_features(self.features, image_shape), num_classes, bias=config.head_bias)
 
-    def forward(self, x):
-        return self.classifier(self.features(x))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.classifier(self.features(x))
+        return logits

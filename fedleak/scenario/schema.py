@@ -176,7 +176,7 @@ class Scenario(Strict):
         mean, std = splits.channel_stats
         if self.dataset.normalization == "pixel":
             mean = splits.pixel_mean
-        return ModelSpec(self.model.name, self.model.config, splits.image_shape,  # type: ignore[arg-type]
+        return ModelSpec(self.model.name, self.model.config, splits.image_shape,
                          splits.num_classes, mean, std)
 
     def defense_pipeline(self) -> DefensePipeline:
