@@ -4,6 +4,7 @@ Each case runs in a fresh process: registering a plugin changes the process's re
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -33,9 +34,10 @@ def _one_line_error(done: subprocess.CompletedProcess[str]) -> str:
 @pytest.fixture(scope="module")
 def installed_example(tmp_path_factory) -> Path:
     """The example plugin installed by pip into a folder of its own (put on PYTHONPATH)."""
-    target = tmp_path_factory.mktemp("site")
+    source, target = tmp_path_factory.mktemp("source") / EXAMPLE.name, tmp_path_factory.mktemp("site")
+    shutil.copytree(EXAMPLE, source)  # the build writes beside the sources: not into the checkout
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(EXAMPLE)], check=True, capture_output=True, timeout=300)
+                    "--target", str(target), str(source)], check=True, capture_output=True, timeout=300)
     return target
 
 

@@ -37,16 +37,12 @@ class Registry(Generic[C]):
     kind:
         What the entries are (``"model"``), for messages; the entry-point group is
         ``fedleak.<kind>s``.
-    resolve:
-        Optional: builds the component for a name that is not registered but names one
-        elsewhere (``"torchvision:resnet18"``, ``"my_pkg.models:Net"``: the names with
-        a colon). Resolved components are kept, so each is built once.
     """
 
-    def __init__(self, kind: str, resolve: Callable[[str], C] | None = None) -> None:
+    def __init__(self, kind: str) -> None:
         self.kind = kind
         self.group = f"{ENTRY_POINT_PREFIX}{kind}s"
-        self._resolve = resolve
+        self._resolve: Callable[[str], C] | None = None
         self._entries: dict[str, C] = {}
         self._resolved: dict[str, C] = {}
 
@@ -69,6 +65,15 @@ class Registry(Generic[C]):
             return component
 
         return decorate
+
+    def resolver(self, resolve: Callable[[str], C]) -> Callable[[str], C]:
+        """Decorator installing the one function that builds the component for a name that is
+        not registered but says where one lives (a name with a colon: ``"torchvision:resnet18"``,
+        ``"my_pkg.models:Net"``). Resolved components are kept, so each is built once."""
+        if self._resolve is not None:
+            raise DuplicateComponent(f"{self.kind} names with a colon have a resolver already")
+        self._resolve = resolve
+        return resolve
 
     def get(self, name: str) -> C:
         """The component called ``name``.

@@ -43,13 +43,7 @@ class ModelFactory(Protocol):
     def __call__(self, config: Any, image_shape: tuple[int, int, int], num_classes: int) -> nn.Module: ...
 
 
-def _resolve(name: str) -> ModelFactory:
-    from fedleak.models.external import resolve  # importlib and torchvision only for such a name
-
-    return resolve(name)
-
-
-MODELS: Registry[ModelFactory] = Registry("model", resolve=_resolve)
+MODELS: Registry[ModelFactory] = Registry("model")
 """Models by name; a name with a colon that is not registered is a torchvision model
 (``torchvision:resnet18``) or a user's ``nn.Module`` class (``my_pkg.models:Net``)."""
 

@@ -99,6 +99,7 @@ def _rebuilt_config(name: str, values: dict[str, Any]) -> BaseModel:
     return MODELS.get(name).Config.model_validate(values)
 
 
+@MODELS.resolver
 def resolve(name: str) -> ModelFactory:
     """The model factory for ``torchvision:NAME`` or ``MODULE:CLASS``.
 

@@ -1,1 +1,0 @@
-"""An example fedleak plugin: the ``tiny-cnn`` model and the ``stripes`` dataset."""
