@@ -96,6 +96,8 @@ def main() -> None:
     print(f"{MODEL} (small_input), untrained, FedSGD lr 0.1, labels known; inverting: {args.iterations} "
           f"iterations, tv_weight {args.tv_weight:g}, 1 restart")
     for name, results in runs.items():
+        if not results:  # --images 0 or --batches 0
+            continue
         for r in results:
             print(f"{name}: PSNR {r['psnr']:6.2f} dB  SSIM {r['ssim']:.3f}  loss {r['final_loss']:.4f}  "
                   f"{r['seconds']:.0f} s")
