@@ -7,11 +7,11 @@ defenses — does not pay for importing the rest.
 
 The layers, bottom up: :mod:`fedleak.core` (config, registries, plugins, errors, the
 captured update); the components (:mod:`~fedleak.data`, :mod:`~fedleak.models`,
-:mod:`~fedleak.defenses`, :mod:`~fedleak.attacks`); :mod:`fedleak.scenario` (the schema
+:mod:`~fedleak.results` (the store and its tables), :mod:`~fedleak.defenses`,
+:mod:`~fedleak.attacks`, :mod:`~fedleak.runners`); :mod:`fedleak.scenario` (the schema
 composing them, and the pre-flight checks); :mod:`fedleak.client` (local training) and
-:mod:`fedleak.adversary` (capture → attack → score, and its runners);
-:mod:`fedleak.results` (the store and its reports); :mod:`fedleak.federation` (Flower
-glue) and :mod:`fedleak.cli`.
+:mod:`fedleak.adversary` (capture → attack → score → store); :mod:`fedleak.federation`
+(Flower glue) and :mod:`fedleak.cli`. ``tests/test_layers.py`` holds the imports to that order.
 """
 
 from fedleak.core.lazy import lazy_exports

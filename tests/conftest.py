@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,14 @@ from fedleak.models import ModelSpec
 from fedleak.scenario import Scenario, parse_scenario
 
 MNIST_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
+
+
+def imported_after(code: str, watched: Iterable[str]) -> list[str]:
+    """The ``watched`` top-level packages in ``sys.modules`` after ``code`` ran in a fresh process."""
+    probe = f"{code}\nimport sys\nprint(sorted(m for m in {tuple(watched)!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return eval(done.stdout.strip().splitlines()[-1])  # noqa: S307 - our own printed list
 
 
 def tiny_scenario(**table) -> Scenario:

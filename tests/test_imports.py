@@ -1,22 +1,14 @@
 """What each entry point imports: Flower, Ray, the datasets library, torchmetrics and friends
 take seconds to import, so only the processes that use them may pay for them."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import imported_after
+
 QUICKSTART = Path(__file__).resolve().parents[1] / "scenarios" / "quickstart.toml"
 HEAVY = ("flwr", "ray", "datasets", "flwr_datasets", "torchmetrics", "opacus", "torchvision", "sklearn", "scipy")
-
-
-def _imported_after(code: str) -> list[str]:
-    """The heavy top-level packages in ``sys.modules`` after ``code`` ran in a fresh process."""
-    probe = f"{code}\nimport sys\nprint(sorted(m for m in {HEAVY!r} if m in sys.modules))"
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return eval(done.stdout.strip().splitlines()[-1])  # noqa: S307 - our own printed list
 
 
 @pytest.mark.parametrize("entry, code, allowed", [
@@ -32,4 +24,4 @@ def _imported_after(code: str) -> list[str]:
     ("an attack worker", "import fedleak.runners._ray_pool, fedleak\nfedleak.ATTACKS.names()", ["ray"]),
 ])
 def test_an_entry_point_imports_only_what_it_uses(entry, code, allowed):
-    assert _imported_after(code) == allowed, entry
+    assert imported_after(code, HEAVY) == allowed, entry

@@ -30,8 +30,6 @@ from fedleak.defenses import DefensePipeline, LocalRound, PrivacyEvent
 ORDERS = RDPAccountant.DEFAULT_ALPHAS
 
 
-
-
 def rdp_curve(event: PrivacyEvent) -> np.ndarray:
     return np.asarray(compute_rdp(q=event.sample_rate, noise_multiplier=event.noise_multiplier,
                                   steps=event.steps, orders=ORDERS), dtype=float)

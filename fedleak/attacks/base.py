@@ -49,9 +49,6 @@ class Requirement(StrEnum):
         return None
 
 
-
-
-
 class AttackNotApplicable(Exception):
     """The attack cannot run on this model or update (stored as the failure reason)."""
 

@@ -41,6 +41,11 @@ class DatasetConfig(Strict):
     per-pixel mean (Haim et al.'s preprocessing, which the ``kkt`` attack needs); both then
     divide by the per-channel std."""
 
+    @property
+    def source(self) -> str:
+        """Where the data comes from, for messages (a file or folder, where the dataset reads one)."""
+        return f"dataset {self.name}"
+
 
 class PartitionConfig(Strict):
     """What every partitioner's config has (the split of the training pool among clients)."""

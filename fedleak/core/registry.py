@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any, Generic, TypeVar
 
@@ -89,9 +89,9 @@ class Registry(Generic[C]):
             if name not in self._resolved:
                 self._resolved[name] = self._resolve(name)
             return self._resolved[name]
-        raise FedleakError(self.unknown(name))
+        raise FedleakError(self._unknown(name))
 
-    def unknown(self, name: str) -> str:
+    def _unknown(self, name: str) -> str:
         """The message for a name this registry does not know."""
         extra = " or MODULE:CLASS" if self._resolve is not None else ""
         return f"unknown {self.kind} '{name}'; allowed: {', '.join(self.names()) or '(none)'}{extra}"
@@ -100,20 +100,6 @@ class Registry(Generic[C]):
         """The registered names (fedleak's and its plugins'), sorted."""
         _load_plugins(self)
         return sorted(self._entries)
-
-    def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str):
-            return False
-        try:
-            self.get(name)
-        except FedleakError as error:
-            if isinstance(error, DuplicateComponent):
-                raise
-            return False
-        return True
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names())
 
 
 def _origin(component: object) -> str:

@@ -120,7 +120,7 @@ def load_dataset(config: DatasetConfig) -> DatasetSplits:
     except FedleakError:
         raise
     except Exception as error:  # noqa: BLE001 - unreadable data is bad input, not a crash
-        raise FedleakError(f"dataset {config.name}: cannot load from {source_of(config)}: "
+        raise FedleakError(f"dataset {config.name}: cannot load from {config.source}: "
                            f"{type(error).__name__}: {first_line(error)}") from None
 
 
@@ -139,7 +139,3 @@ def _load_cached(config: DatasetConfig) -> DatasetSplits:
 def default_root(config: StoredDatasetConfig) -> Path:
     return config.data_root or Path.home() / ".cache" / "fedleak" / config.name
 
-
-def source_of(config: DatasetConfig) -> str:
-    """Where a dataset's data comes from, for messages: the config's ``source`` where it has one."""
-    return str(getattr(config, "source", f"dataset {config.name}"))

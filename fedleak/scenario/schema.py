@@ -62,23 +62,23 @@ def _component(registry: Registry[Any]) -> tuple[BeforeValidator, PlainSerialize
             raise ValueError(f"expected a table with a 'name' key (a {registry.kind})")
         params = dict(value)
         name = params.pop("name")
-        if not isinstance(name, str):
-            raise ValueError(f"name: expected the {registry.kind}'s name as a string, got {type(name).__name__}")
-        config_class = _config_class(registry, name)
-        try:
-            config = config_class.model_validate(params)
-        except ValidationError as error:
-            raise ValueError(first_error(error)) from None
-        return Component(name=name, config=config)
+        return Component(name=name, config=_validated(registry, name, params))
 
     return BeforeValidator(validate), PlainSerializer(Component.as_table)
 
 
-def _config_class(registry: Registry[Any], name: str) -> type[Strict]:
+def _validated(registry: Registry[Any], name: Any, options: dict[str, Any]) -> Strict:
+    """``options`` validated by the ``Config`` of the component ``name`` (errors as one-line ValueErrors)."""
+    if not isinstance(name, str):
+        raise ValueError(f"name: expected the {registry.kind}'s name as a string, got {type(name).__name__}")
     try:
-        return registry.get(name).Config  # type: ignore[no-any-return]
+        config_class: type[Strict] = registry.get(name).Config
     except FedleakError as error:
         raise ValueError(f"name: {error}") from None
+    try:
+        return config_class.model_validate(options)
+    except ValidationError as error:
+        raise ValueError(first_error(error)) from None
 
 
 def _named(registry: Registry[Any], base: type[Strict]) -> BeforeValidator:
@@ -92,13 +92,7 @@ def _named(registry: Registry[Any], base: type[Strict]) -> BeforeValidator:
         if not isinstance(value, dict):
             raise ValueError(f"expected a table (a {registry.kind})")
         name = value.get("name", default)
-        if not isinstance(name, str):
-            raise ValueError(f"name: expected the {registry.kind}'s name as a string, got {type(name).__name__}")
-        config_class = _config_class(registry, name)
-        try:
-            return config_class.model_validate({**value, "name": name})
-        except ValidationError as error:
-            raise ValueError(first_error(error)) from None
+        return _validated(registry, name, {**value, "name": name})
 
     return BeforeValidator(validate)
 

@@ -61,7 +61,6 @@ class Dirichlet:
         return shards
 
 
-
 def _owners(size: int, proportions: np.ndarray) -> np.ndarray:
     """The client of each of a class's ``size`` members: the class cut at floor(cumsum(p) · size)."""
     cuts = (np.cumsum(proportions) * size).astype(int)[:-1]
