@@ -1,6 +1,16 @@
+import numpy as np
+import pytest
 import torch
 
-from fedleak.adversary.metrics import label_count_accuracy, match, score
+from fedleak.adversary.metrics import (
+    MatchedScores,
+    PriorReference,
+    best_ssim,
+    label_count_accuracy,
+    match,
+    prior_reference,
+    score,
+)
 
 
 def test_matching_undoes_a_permutation():
@@ -37,3 +47,32 @@ def test_label_count_accuracy_ignores_order_and_counts_repeats():
     assert label_count_accuracy(torch.tensor([0, 1, 3, 3]), truth) == 1.0
     assert label_count_accuracy(torch.tensor([3, 3, 3, 0]), truth) == 0.75
     assert label_count_accuracy(torch.tensor([5, 5, 5, 5]), truth) == 0.0
+
+
+def test_the_mean_image_reference_tells_a_reconstruction_from_the_trivial_guess():
+    torch.manual_seed(0)
+    truth = torch.rand(4, 1, 12, 12)
+    prior = truth.mean(dim=0)
+    exact = score(truth.flip(0), truth, prior=prior).summary()
+    assert exact["recovered_rate"] == 1.0 and exact["leakage"] > 0.5 and exact["best_psnr"] > 100
+    guess = score(prior.expand(4, 1, 12, 12).contiguous(), truth, prior=prior).summary()
+    assert guess["psnr"] == pytest.approx(guess["prior_psnr"], abs=1e-4)
+    assert guess["leakage"] == pytest.approx(0.0, abs=1e-5) and guess["recovered_rate"] == 0.0
+    noise = score(torch.rand(4, 1, 12, 12), truth, prior=prior).summary()
+    assert noise["recovered_rate"] == 0.0 and noise["leakage"] < guess["leakage"]
+
+
+def test_leakage_takes_each_images_best_match_among_all_reconstructions():
+    truth = torch.rand(2, 1, 12, 12)
+    recon = torch.stack([truth[0], truth[0]])  # both reconstructions show image 0
+    reference = prior_reference(recon, truth, truth.mean(dim=0))
+    assert reference.best_ssim[0] == pytest.approx(1.0, abs=1e-5) and reference.best_ssim[1] < 0.9
+    assert best_ssim(recon, truth).tolist() == reference.best_ssim.tolist()
+
+
+def test_a_high_ssim_counts_as_recovered_only_above_the_mean_images():
+    matched = MatchedScores(np.arange(3), np.arange(3), mse=torch.tensor([1e-4, 0.01, 0.01]),
+                            psnr=torch.zeros(3), ssim=torch.tensor([0.1, 0.5, 0.5]), label_accuracy=None,
+                            label_count_accuracy=None)
+    reference = PriorReference(psnr=torch.zeros(3), ssim=torch.tensor([0.9, 0.6, 0.3]), best_ssim=torch.zeros(3))
+    assert reference.recovered(matched).tolist() == [True, False, True]  # DLG's MSE; below; above the guess

@@ -91,7 +91,8 @@ class Adversary:
             update = dataclasses.replace(update, random_query=True)
         epsilon = self._account(update)
         self._epsilon[(update.server_round, update.partitions)] = epsilon
-        self.store.record_update(update, epsilon)
+        self.store.record_update(update, epsilon,
+                                 self.evaluator.batch_digest(update.partitions, update.server_round))
         if not self.wants(update):
             return []
         if self.scenario.threat.known_labels:  # a capability flag: granted by the scenario

@@ -23,13 +23,20 @@ class Evaluator:
         self.pool = pool
         self.plan = plan
         self.training = training
+        self.mean_image = pool.images.mean(dim=0)
+        """The trivial guess every score is set against (:mod:`fedleak.adversary.metrics`)."""
 
     def ground_truth(self, partitions: tuple[int, ...], server_round: int) -> ImageDataset:
         """The distinct samples ``partitions`` trained on in ``server_round`` (in client order)."""
         index = np.concatenate([self.plan.samples(p, server_round, self.training) for p in partitions])
         return self.pool.subset(torch.as_tensor(index))
 
+    def batch_digest(self, partitions: tuple[int, ...], server_round: int) -> str:
+        """The digest of the batches ``partitions`` trained on in ``server_round`` (stored with each update)."""
+        return self.plan.batch_digest(partitions, server_round, self.training)
+
     def score(self, update: ClientUpdate, reconstruction: Reconstruction) -> tuple[MatchedScores, ImageDataset]:
         truth = self.ground_truth(update.partitions, update.server_round)
-        scores = score(reconstruction.images, truth.images, reconstruction.labels, truth.labels)
+        scores = score(reconstruction.images, truth.images, reconstruction.labels, truth.labels,
+                       prior=self.mean_image)
         return scores, truth

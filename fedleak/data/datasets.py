@@ -16,6 +16,7 @@ import torch
 from pydantic import Field
 
 from fedleak.core.config import DatasetConfig
+from fedleak.core.digests import array_digest
 from fedleak.core.errors import FedleakError, first_line
 from fedleak.core.registry import Registry
 
@@ -37,6 +38,10 @@ class ImageDataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def digest(self) -> str:
+        """SHA-256 of the images and labels (see :mod:`fedleak.core.digests`)."""
+        return array_digest([self.images, self.labels])
 
     def subset(self, index: torch.Tensor | slice) -> ImageDataset:
         """The samples at ``index`` (indices or a slice), images and labels together."""

@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from fedleak.core.config import DatasetConfig, PartitionConfig, TrainingConfig
+from fedleak.core.digests import array_digest
 from fedleak.data.datasets import load_dataset
 from fedleak.data.partitioners import partition_indices
 
@@ -61,6 +62,16 @@ class DataPlan:
             order = rng.permutation(shard)
             schedule += [order[i : i + size] for i in range(0, len(order), size)]
         return schedule[:steps]
+
+    def batch_digest(self, partitions: tuple[int, ...], server_round: int, training: TrainingConfig) -> str:
+        """SHA-256 of every local step's batch of ``partitions`` in ``server_round``: equal
+        digests mean bit-identical batches (given the same training pool)."""
+        return array_digest(batch for p in partitions for batch in self.batches(p, server_round, training))
+
+    def fingerprint(self, training: TrainingConfig) -> dict[str, object]:
+        """What fixes every batch of every round: the seed, the shards and the schedule's keys."""
+        schedule = training.model_dump(include={"algorithm", "batch_size", "local_epochs", "local_steps"})
+        return {"seed": self.seed, "shards": array_digest(self.shards), "schedule": schedule}
 
     def samples(self, partition_id: int, server_round: int, training: TrainingConfig) -> np.ndarray:
         """The distinct samples a client trained on in a round, in order of first use."""

@@ -14,6 +14,7 @@ from fedleak.adversary.audit import stored_audit
 from fedleak.adversary.evaluation import Evaluator
 from fedleak.adversary.progress import Progress
 from fedleak.client.training import evaluate
+from fedleak.core.digests import weights_digest
 from fedleak.core.updates import Weights
 from fedleak.data import ImageDataset, build_plan, load_dataset
 from fedleak.models import ModelSpec
@@ -48,7 +49,10 @@ class ServerRun:
         store, run_id = ResultStore(run_dir), run_dir.name
         store.start_run(run_id, scenario.name, scenario.to_toml())
         # The architecture's risk at the initial weights: data-free, and cheap next to a round.
-        store.record_audit(run_id, *stored_audit(spec.build(seed=scenario.seed), probe_seed=scenario.seed))
+        initial = spec.build(seed=scenario.seed)
+        store.record_data_plan(run_id, {**plan.fingerprint(scenario.training), "pool": splits.train.digest(),
+                                        "initial_model": weights_digest(initial.state_dict())})
+        store.record_audit(run_id, *stored_audit(initial, probe_seed=scenario.seed))
         runner = RUNNERS.get(scenario.runner.name)(scenario.runner)
         adversary = Adversary(scenario, spec, Evaluator(splits.train, plan, scenario.training), store, runner,
                               progress)

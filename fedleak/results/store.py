@@ -4,8 +4,9 @@ Every write commits at once, so a crash later in a run loses nothing already sto
 Readers (:meth:`ResultStore.open_existing`) open the database read-only and create nothing.
 Layout of a run directory (private to its owner: 0700)::
 
-    results.sqlite      runs (status, error), rounds (utility, ε), updates (accepted, rejected or
-                        failed replies; ε), attack_results (status, ε, time)
+    results.sqlite      runs (status, error, data-plan digest), rounds (utility, ε), updates
+                        (accepted, rejected or failed replies; ε; batch digest), attack_results
+                        (status, scores and the mean-image reference, ε, time)
     scenario.toml       the resolved scenario (re-runnable with ``fedleak run``)
     images/             r{round}-p{partition}-{attack}.png: truth row above reconstruction row
 """
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from fedleak.core.digests import record_digest
 from fedleak.core.errors import FedleakError
 from fedleak.core.updates import ClientUpdate, RejectedReply
 
@@ -54,13 +56,21 @@ def new_run_dir(out_dir: Path, name: str) -> Path:
         FedleakError: ``out_dir`` cannot hold a run directory (a file, or not writable).
     """
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    run_dir = Path(out_dir) / f"{name}-{stamp}-{secrets.token_hex(2)}"
+    return make_run_dir(Path(out_dir) / f"{name}-{stamp}-{secrets.token_hex(2)}")
+
+
+def make_run_dir(run_dir: Path) -> Path:
+    """Create the new directory ``run_dir`` (and its parents), private to its owner.
+
+    Raises:
+        FedleakError: it exists already, or its parent cannot hold it (a file, not writable).
+    """
     try:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
         run_dir.mkdir(mode=0o700)
         (run_dir / "images").mkdir(mode=0o700)
     except OSError as error:
-        raise FedleakError(f"--out {out_dir}: cannot create a run directory there: "
+        raise FedleakError(f"--out {run_dir.parent}: cannot create a run directory there: "
                            f"{error.strerror or error}") from None
     return run_dir
 
@@ -84,14 +94,16 @@ CREATE TABLE IF NOT EXISTS attack_results (
 """
 
 _ADDED_COLUMNS = {
-    "runs": {"risk_index": "REAL", "audit": "TEXT", "error": "TEXT"},
+    "runs": {"risk_index": "REAL", "audit": "TEXT", "error": "TEXT", "data_plan": "TEXT", "plan_digest": "TEXT"},
     "attack_results": {"label_count_accuracy": "REAL", "random_query": "INTEGER", "ssim_success_rate": "REAL",
-                       "batch_seconds": "REAL", "batch_size": "INTEGER"},
-    "updates": {"random_query": "INTEGER", "status": "TEXT", "reason": "TEXT"},
+                       "batch_seconds": "REAL", "batch_size": "INTEGER", "best_psnr": "REAL", "prior_psnr": "REAL",
+                       "prior_ssim": "REAL", "leakage": "REAL", "recovered_rate": "REAL"},
+    "updates": {"random_query": "INTEGER", "status": "TEXT", "reason": "TEXT", "batch_digest": "TEXT"},
 }
 """Columns newer than the first schema, added to every database (new or written before them) when opened."""
 
-_METRICS = ("mse", "psnr", "ssim", "label_accuracy", "label_count_accuracy", "success_rate", "ssim_success_rate")
+_METRICS = ("mse", "psnr", "best_psnr", "ssim", "label_accuracy", "label_count_accuracy", "success_rate",
+            "ssim_success_rate", "prior_psnr", "prior_ssim", "leakage", "recovered_rate")
 
 
 class ResultStore:
@@ -157,6 +169,12 @@ class ResultStore:
         self._write("UPDATE runs SET risk_index = ?, audit = ? WHERE run_id = ?",
                     (risk_index, json.dumps(audit), run_id))
 
+    def record_data_plan(self, run_id: str, fingerprint: dict[str, Any]) -> None:
+        """What fixes the clients' batches and the initial model (:mod:`fedleak.core.digests`),
+        and its digest: runs with equal digests are paired."""
+        self._write("UPDATE runs SET data_plan = ?, plan_digest = ? WHERE run_id = ?",
+                    (json.dumps(fingerprint, sort_keys=True), record_digest(fingerprint), run_id))
+
     def finish_run(self, run_id: str, status: str = "finished", error: str | None = None) -> None:
         """``status`` is ``finished`` or ``failed``; ``error`` says why a run failed."""
         self._write("UPDATE runs SET finished = ?, status = ?, error = ? WHERE run_id = ?",
@@ -168,13 +186,15 @@ class ResultStore:
         self._write("INSERT OR REPLACE INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (run_id, server_round, accuracy, loss, time.time(), *_epsilons(epsilon)))
 
-    def record_update(self, update: ClientUpdate, epsilon: Epsilon | None = None) -> None:
+    def record_update(self, update: ClientUpdate, epsilon: Epsilon | None = None,
+                      batch_digest: str | None = None) -> None:
+        """An accepted reply, with the ε it cost and the digest of the batches it trained on."""
         aggregate_of = json.dumps(list(update.aggregate_of)) if update.aggregate_of else None
         row = {
             "run_id": update.run_id, "round": update.server_round, "node_id": str(update.node_id),
             "partition_id": update.partition_id, **asdict(update.metadata), "update_norm": update.norm(),
             "aggregate_of": aggregate_of, **dict(zip(("epsilon", "model_epsilon"), _epsilons(epsilon))),
-            "random_query": update.random_query, "status": "accepted",
+            "random_query": update.random_query, "status": "accepted", "batch_digest": batch_digest,
         }
         self._insert("updates", row)
 
