@@ -15,6 +15,7 @@ LAYERS = [
     {"scenario"},
     {"client", "adversary"},
     {"federation"},
+    {"sweep"},
     {"cli"},
 ]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}

@@ -17,20 +17,24 @@ from fedleak.scenario.preflight import check_runnable
 
 
 def simulate(scenario: Scenario, run_dir: Path, progress: Progress | None = None,
-             verbose: bool = False) -> Path:
+             verbose: bool = False, cpus: int | None = None) -> Path:
     """Run ``scenario`` with one simulated SuperNode per client; returns ``run_dir``.
+
+    ``cpus``: the CPUs Ray may use (default: all of this machine's); a sweep running arms
+    side by side gives each its share.
 
     Raises:
         FedleakError: the scenario cannot run on its data (:func:`~fedleak.scenario.preflight.check_runnable`),
             raised before Ray starts.
     """
     check_runnable(scenario)
-    run_simulated(build_server_app(lambda _: (scenario, run_dir), progress or Progress()), scenario, verbose)
+    run_simulated(build_server_app(lambda _: (scenario, run_dir), progress or Progress()), scenario, verbose,
+                  cpus=cpus)
     return run_dir
 
 
 def run_simulated(server_app: ServerApp, scenario: Scenario, verbose: bool = False,
-                  client_app: ClientApp | None = None) -> None:
+                  client_app: ClientApp | None = None, cpus: int | None = None) -> None:
     """Run ``server_app`` against ``scenario``'s clients (fedleak's honest ClientApp unless
     ``client_app`` is given), one simulated SuperNode each.
 
@@ -45,7 +49,7 @@ def run_simulated(server_app: ServerApp, scenario: Scenario, verbose: bool = Fal
     if not verbose:
         logging.getLogger("flwr").setLevel(logging.WARNING)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    cpus = os.cpu_count() or 1
+    cpus = cpus or os.cpu_count() or 1
     run_simulation(
         server_app=server_app,
         client_app=client_app or build_client_app(lambda _: scenario),

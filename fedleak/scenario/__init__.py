@@ -5,7 +5,8 @@
 the data (the model runs on the dataset's images, every shard is non-empty).
 """
 
-from fedleak.scenario.loading import apply_override, load_scenario, parse_scenario
+from fedleak.scenario.loading import apply_override, load_scenario, parse_scenario, read_toml, set_key
 from fedleak.scenario.schema import Component, Scenario, first_error
 
-__all__ = ["Component", "Scenario", "apply_override", "first_error", "load_scenario", "parse_scenario"]
+__all__ = ["Component", "Scenario", "apply_override", "first_error", "load_scenario", "parse_scenario", "read_toml",
+           "set_key"]

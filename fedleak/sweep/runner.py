@@ -1,0 +1,213 @@
+"""Run a sweep: each arm in its own process and run directory, N at a time, resumable.
+
+The sweep directory is ``<out>/<sweep name>``: running the same command again finds it,
+skips the arms that finished with the same scenario and runs the others again — those
+that failed, were interrupted (their process died: the store still says ``running``) or
+whose scenario changed. An earlier attempt is never deleted: it moves to
+``.attempts/<arm>-<n>`` first, so no stored result is lost and none is duplicated.
+
+Arms run as child processes (:mod:`fedleak.sweep.arm`), each in its own session so a
+crash or a kill stays inside it. Each starts its own local Ray with its share of the CPUs
+for its clients and (with ``runner.name = "ray"``) its attacks; a ``runner.address``
+sends every arm's attacks to that one cluster. Flower 1.41's simulation sizes its client
+actor pool to a whole cluster's CPUs, so two simulations on one Ray cluster could each
+hold actors the other waits for: that is why the arms do not share one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from fedleak.core.errors import FedleakError
+from fedleak.results.collection import SWEEP_FILE
+from fedleak.results.store import DATABASE, ResultStore, make_run_dir
+from fedleak.scenario import Scenario
+from fedleak.sweep.arm import read_progress
+from fedleak.sweep.progress import SweepView
+from fedleak.sweep.schema import Sweep
+
+ArmState = Literal["new", "finished", "changed", "failed", "interrupted"]
+_POLL_S = 0.5
+_STOP_GRACE_S = 2.0
+"""How long an interrupted arm's process may take to stop before it is killed (one was seen to outlive
+SIGTERM by more than 5 s); a killed arm is run again, as interrupted, when the sweep resumes."""
+
+
+def stored_state(run_dir: Path, scenario: Scenario) -> ArmState:
+    """What an arm's run directory holds. Called with the sweep's lock held, so a run the
+    store still calls ``running`` has no process left: it was interrupted."""
+    if not run_dir.exists():
+        return "new"
+    if not (run_dir / DATABASE).is_file():
+        return "interrupted"  # its process died before the store opened
+    try:
+        store = ResultStore.open_existing(run_dir)
+    except FedleakError:
+        return "interrupted"
+    try:
+        runs = store.query("SELECT status, scenario FROM runs")
+    finally:
+        store.close()
+    if not runs:
+        return "interrupted"
+    status, stored = runs[0]["status"], runs[0]["scenario"]
+    if status == "finished":
+        return "finished" if tomllib.loads(stored) == tomllib.loads(scenario.to_toml()) else "changed"
+    return "failed" if status == "failed" else "interrupted"
+
+
+@dataclass
+class _Running:
+    arm: str
+    process: subprocess.Popen[bytes]
+
+
+class SweepRunner:
+    """Runs the arms of ``sweep`` that need it in ``sweep_dir``, ``parallel`` at a time."""
+
+    def __init__(self, sweep: Sweep, sweep_dir: Path, parallel: int, view: SweepView) -> None:
+        self.sweep = sweep
+        self.sweep_dir = sweep_dir
+        self.parallel = parallel
+        self.view = view
+        self.cpus = max(1, (os.cpu_count() or 1) // parallel)
+
+    def run(self) -> dict[str, str]:
+        """Each arm's final status (``finished``, ``failed``, ``interrupted``; ``skipped``: it had
+        finished before). Ctrl-C stops the running arms and raises ``KeyboardInterrupt``."""
+        make_private_dir(self.sweep_dir)
+        with self._locked():
+            write_private(self.sweep_dir / SWEEP_FILE, self.sweep.to_toml())
+            states = {arm: stored_state(self.sweep_dir / arm, s) for arm, s in self.sweep.arms.items()}
+            queue = [arm for arm, state in states.items() if state != "finished"]
+            self.view.start(self.sweep, {arm: "skipped" for arm, state in states.items() if state == "finished"},
+                            {arm: state for arm, state in states.items() if state in ("changed", "failed",
+                                                                                       "interrupted")})
+            outcome = {arm: "skipped" for arm in states if arm not in queue}
+            outcome.update(self._run_all(queue))
+            self.view.stop()
+            return outcome
+
+    def _run_all(self, queue: list[str]) -> dict[str, str]:
+        running: list[_Running] = []
+        outcome: dict[str, str] = {}
+        try:
+            while queue or running:
+                while queue and len(running) < self.parallel:
+                    running.append(self._start(queue.pop(0)))
+                for child in [c for c in running if c.process.poll() is not None]:
+                    running.remove(child)
+                    outcome[child.arm] = self._finished(child.arm)
+                for child in running:
+                    self.view.update(child.arm, "running", read_progress(self.sweep_dir / child.arm))
+                time.sleep(_POLL_S)
+        except KeyboardInterrupt:
+            for child in running:
+                _stop(child.process)
+                self.view.update(child.arm, "interrupted", read_progress(self.sweep_dir / child.arm))
+            self.view.stop()
+            raise
+        return outcome
+
+    def _start(self, arm: str) -> _Running:
+        run_dir = self.sweep_dir / arm
+        if run_dir.exists():
+            set_aside(run_dir, self.sweep_dir / ".attempts")
+        make_run_dir(run_dir)
+        log = os.open(run_dir / "log.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        command = [sys.executable, "-m", "fedleak.sweep.arm", str(self.sweep_dir), arm, "--cpus", str(self.cpus),
+                   "--parent", str(os.getpid())]
+        try:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                       start_new_session=True)  # a terminal's Ctrl-C reaches only the sweep
+        finally:
+            os.close(log)
+        self.view.update(arm, "running", {})
+        return _Running(arm, process)
+
+    def _finished(self, arm: str) -> str:
+        run_dir = self.sweep_dir / arm
+        state = stored_state(run_dir, self.sweep.arms[arm])
+        status = {"finished": "finished", "failed": "failed"}.get(state, "interrupted")
+        self.view.update(arm, status, read_progress(run_dir), error=_reason(run_dir))
+        return status
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the sweep directory's lock: one ``fedleak sweep`` at a time per sweep."""
+        descriptor = os.open(self.sweep_dir / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise FedleakError(f"{self.sweep_dir}: another fedleak sweep is running there") from None
+            yield
+        finally:
+            os.close(descriptor)
+
+
+def _reason(run_dir: Path) -> str | None:
+    """Why an arm did not finish: the stored error, else its log's last line."""
+    if (run_dir / DATABASE).is_file():
+        store = ResultStore.open_existing(run_dir)
+        try:
+            rows = store.query("SELECT status, error FROM runs")
+        finally:
+            store.close()
+        if rows and rows[0]["status"] == "finished":
+            return None
+        if rows and rows[0]["error"]:
+            return str(rows[0]["error"])
+    try:
+        lines = (run_dir / "log.txt").read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return None
+    return lines[-1] if lines else None
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the arm's process group, then SIGKILL it if it has not stopped in time."""
+    for sig, wait in ((signal.SIGTERM, _STOP_GRACE_S), (signal.SIGKILL, None)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def set_aside(run_dir: Path, attempts: Path) -> Path:
+    """Move an earlier attempt of an arm to ``attempts/<arm>-<n>`` (n: the next free number)."""
+    make_private_dir(attempts)
+    number = 1
+    while (attempts / f"{run_dir.name}-{number}").exists():
+        number += 1
+    return run_dir.rename(attempts / f"{run_dir.name}-{number}")
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) if absent; the folder itself is private to its owner."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise FedleakError(f"--out {path.parent}: cannot create {path.name} there: {error.strerror or error}") from None
+
+
+def write_private(path: Path, text: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(text)
