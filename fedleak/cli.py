@@ -8,6 +8,7 @@ client reply accepted in a round) ends with one line and exit code 1.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import sys
 from pathlib import Path
@@ -19,12 +20,13 @@ from rich.console import Console
 from fedleak.core.errors import FedleakError, RunFailed
 
 if TYPE_CHECKING:
+    from fedleak.results.compare import Comparison
     from fedleak.results.store import ResultStore
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Federated learning with an adversarial server that reconstructs client data.")
-# Rich falls back to 80 columns when piped; the results table needs a little more.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+# Rich falls back to 80 columns when piped; the results and comparison tables need more.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 @app.command()
@@ -83,8 +85,11 @@ FROM updates WHERE run_id = ?"""
 @app.command()
 def results(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Print the per-round table of a run (read-only: the run directory is not changed)."""
+    from fedleak.results.collection import SWEEP_FILE
     from fedleak.results.store import ResultStore
 
+    if (run_dir / SWEEP_FILE).is_file():
+        raise FedleakError(f"{run_dir} is a sweep directory: 'fedleak compare {run_dir}' shows its arms")
     store = ResultStore.open_existing(run_dir)
     try:
         for run_row in store.query("SELECT run_id, status, error, risk_index FROM runs"):
@@ -110,6 +115,88 @@ def _print_run(store: ResultStore, run_dir: Path, run_row: dict[str, Any]) -> No
     error = f" ({run_row['error']})" if run_row["error"] else ""
     console.print(f"status: {run_row['status']}{error} · model risk index: {risk} (fedleak audit; "
                   f"0 = fully recoverable) · images: {run_dir / 'images'}", markup=False)
+
+
+@app.command()
+def sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="Sweep TOML file (a base scenario and its arms).")],
+    out: Annotated[Path, typer.Option(help="Parent folder of the sweep directory: <out>/<name>.")] = Path("runs"),
+    parallel: Annotated[int, typer.Option(min=1, max=64, help="Arms run at a time (each with its CPU share).")] = 1,
+    set_: Annotated[list[str], typer.Option("--set", help="Override a key in every arm.")] = [],  # noqa: B006
+) -> None:
+    """Run every arm of a sweep on the same clients and batches; re-running resumes it."""
+    from fedleak.results.store import check_out_dir
+    from fedleak.scenario.preflight import check_runnable
+    from fedleak.sweep import SweepRunner, load_sweep
+    from fedleak.sweep.progress import SweepView
+
+    resolved = load_sweep(sweep_file, set_)
+    check_out_dir(out)
+    for arm, scenario in resolved.arms.items():
+        try:
+            check_runnable(scenario)
+        except FedleakError as error:
+            raise FedleakError(f"{sweep_file}: arm '{arm}': {error}") from None
+    sweep_dir = out / resolved.name
+    try:
+        outcome = SweepRunner(resolved, sweep_dir, parallel, SweepView()).run()
+    except KeyboardInterrupt:
+        print(f"interrupted: finished arms are kept in {sweep_dir}; run the same command to resume", file=sys.stderr)
+        sys.exit(130)
+    _print_comparison([sweep_dir])
+    failed = [arm for arm, status in outcome.items() if status not in ("finished", "skipped")]
+    if failed:
+        raise RunFailed(f"{len(failed)} of {len(outcome)} arms did not finish ({', '.join(failed)}); "
+                        f"their logs: {sweep_dir}/<arm>/log.txt; run the same command to retry them")
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="A sweep directory, or run directories.")],
+    json_: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+    csv_: Annotated[bool, typer.Option("--csv", help="Print the per-round rows as CSV.")] = False,
+    every_round: Annotated[bool, typer.Option(help="Show rounds without attacks too (JSON, CSV: always).")] = False,
+) -> None:
+    """Compare runs round by round: accuracy, ε and each attack's scores, and which arms defend."""
+    from fedleak.results.compare import compare as compare_runs
+    from fedleak.results.tables import comparison_csv
+
+    if json_ and csv_:
+        raise FedleakError("--json and --csv: choose one")
+    comparison = compare_runs(runs)
+    if json_:
+        print(json.dumps(comparison.as_json(), indent=1))
+    elif csv_:
+        print(comparison_csv(comparison), end="")
+    else:
+        _print_comparison(runs, comparison, every_round)
+
+
+def _print_comparison(paths: list[Path], comparison: Comparison | None = None, every_round: bool = False) -> None:
+    from fedleak.results.compare import compare as compare_runs
+    from fedleak.results.tables import comparison_tables
+
+    comparison = comparison or compare_runs(paths)
+    if not comparison.paired:
+        console.print(f"[bold yellow]unpaired[/]: {comparison.unpaired_reason}; the arms did not train on the "
+                      "same clients, batches and initial model")
+    for table in comparison_tables(comparison, every_round):
+        console.print(table)
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="A sweep directory, or run directories.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML file to write "
+                                                "(default: report.html in the first directory).")] = None,
+) -> None:
+    """Write one self-contained HTML report: leakage and accuracy per round, privacy–utility, images."""
+    from fedleak.results.compare import compare as compare_runs
+    from fedleak.results.report import write_report
+
+    comparison = compare_runs(runs)
+    path = write_report(comparison, output or runs[0] / "report.html")
+    console.print(f"fedleak: report of {len(comparison.runs)} run(s) → {path}")
 
 
 @app.command()

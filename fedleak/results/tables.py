@@ -1,9 +1,13 @@
-"""Per-round tables of a run: utility and what each attack recovered."""
+"""Tables of a run (per round: utility and what each attack recovered) and of a comparison of runs."""
 
 from __future__ import annotations
 
+import csv
+import io
+
 from rich.table import Table
 
+from fedleak.results.compare import Comparison, points
 from fedleak.results.store import ResultStore
 
 _ATTACK_SUMMARY = """
@@ -11,7 +15,7 @@ SELECT round, attack, COUNT(*) AS attacks, SUM(status = 'ok') AS ok,
        AVG(psnr) AS psnr, AVG(ssim) AS ssim, AVG(mse) AS mse,
        AVG(label_accuracy) AS label_accuracy,
        AVG(label_count_accuracy) AS label_count_accuracy, AVG(success_rate) AS success_rate,
-       AVG(ssim_success_rate) AS ssim_success_rate,
+       AVG(ssim_success_rate) AS ssim_success_rate, AVG(prior_psnr) AS prior_psnr, AVG(leakage) AS leakage,
        AVG(seconds) AS seconds
 FROM attack_results WHERE run_id = ? GROUP BY round, attack ORDER BY round, attack
 """
@@ -28,6 +32,9 @@ def round_table(store: ResultStore, run_id: str) -> Table:
     released model (``ε model``); "–" where no accounted mechanism applies. Rounds in
     which a malicious server sent random parameters are labelled "query". ``s/attack`` is
     each attack's share of the batch it ran in (a batch of 8 taking 4 s: 0.5 s each).
+    ``mean img dB`` is the PSNR of the trivial guess (the training pool's mean image) on the
+    same images, and ``leakage`` the SSIM gain over it (0: no better than the guess; see
+    :mod:`fedleak.adversary.metrics`).
     """
     rounds = {r["round"]: r for r in store.query(
         "SELECT round, test_accuracy, epsilon, model_epsilon FROM rounds WHERE run_id = ?", run_id)}
@@ -43,18 +50,82 @@ def round_table(store: ResultStore, run_id: str) -> Table:
         return f"{server_round} query" if server_round in queried else str(server_round)
 
     table = Table(title=f"run {run_id}", caption="query: a malicious random-parameter round" if queried else None)
-    for column in ("round", "test acc", "ε", "ε model", "attack", "ok/total", "PSNR dB", "SSIM", "MSE",
-                   "label acc", "label counts", "MSE<1e-3", "SSIM>0.4", "s/attack"):
+    for column in ("round", "test acc", "ε", "ε model", "attack", "ok/total", "PSNR dB", "mean img dB", "leakage",
+                   "SSIM", "MSE", "label acc", "label counts", "MSE<1e-3", "SSIM>0.4", "s/attack"):
         table.add_column(column, justify="right")
     rows = store.query(_ATTACK_SUMMARY, run_id)
     for row in rows:
         table.add_row(
             label(row["round"]), *utility(row["round"]), row["attack"],
-            f"{row['ok']}/{row['attacks']}", _fmt(row["psnr"], ".2f"), _fmt(row["ssim"], ".3f"),
+            f"{row['ok']}/{row['attacks']}", _fmt(row["psnr"], ".2f"), _fmt(row["prior_psnr"], ".2f"),
+            _fmt(row["leakage"], ".2f"), _fmt(row["ssim"], ".3f"),
             _fmt(row["mse"], ".2e"), _fmt(row["label_accuracy"], ".0%"), _fmt(row["label_count_accuracy"], ".0%"),
             _fmt(row["success_rate"], ".0%"), _fmt(row["ssim_success_rate"], ".0%"), _fmt(row["seconds"], ".1f"),
         )
     attacked = {row["round"] for row in rows}
     for server_round in sorted(set(rounds) - attacked - {0}):
-        table.add_row(label(server_round), *utility(server_round), *["–"] * 10)
+        table.add_row(label(server_round), *utility(server_round), *["–"] * 12)
     return table
+
+
+def comparison_tables(comparison: Comparison, every_round: bool = False) -> list[Table]:
+    """Per round × arm × attack, then one row per arm (see :mod:`fedleak.results.compare`).
+
+    Unless ``every_round``, the per-round table keeps the rounds with an attack result and
+    the last one (a 40-round sweep of 20 arms would otherwise print 800 rows)."""
+    shown = _shown_rounds(comparison, every_round)
+    notes = [] if comparison.paired else [f"UNPAIRED: {comparison.unpaired_reason}"]
+    if len(shown) < len({row["round"] for row in comparison.rows}):
+        notes.append("rounds without attacks left out (--every-round shows them)")
+    rounds = Table(title="per round", caption="; ".join(notes) or None)
+    for column in ("round", "arm", "test acc", "ε", "ε model", "attack", "ok/total", "MSE<1e-3", "PSNR dB",
+                   "best dB", "mean img dB", "leakage", "SSIM", "label acc"):
+        rounds.add_column(column, justify="right", no_wrap=column == "arm")
+    for row in (row for row in comparison.rows if row["round"] in shown):
+        attack = row.get("attack")
+        scores = ["–"] * 8 if attack is None else [
+            f"{row['ok']}/{row['attacked']}", _fmt(row["success_rate"], ".0%"), _fmt(row["psnr"], ".1f"),
+            _fmt(row["best_psnr"], ".1f"), _fmt(row["prior_psnr"], ".1f"), _fmt(row["leakage"], ".2f"),
+            _fmt(row["ssim"], ".3f"), _fmt(row["label_accuracy"], ".0%")]
+        rounds.add_row(str(row["round"]), row["arm"], _fmt(row["test_accuracy"], ".1%"), _fmt(row["epsilon"], ".3g"),
+                       _fmt(row["model_epsilon"], ".3g"), attack or "–", *scores)
+    arms = Table(title="per arm", caption=_verdict(comparison))
+    for column in ("arm", "status", "final acc", "cost", "ε", "ε model", "worst leakage", "best dB", "recovered",
+                   "defends"):
+        arms.add_column(column, justify="right", no_wrap=column == "arm")
+    for s in comparison.summary:
+        defends = {True: "yes", False: "no", None: "not attacked"}[s.defends]
+        arms.add_row(s.arm, s.status, _fmt(s.final_accuracy, ".1%"),
+                     points(s.accuracy_cost),
+                     _fmt(s.epsilon, ".3g"), _fmt(s.model_epsilon, ".3g"), _fmt(s.worst_leakage, ".2f"),
+                     _fmt(s.best_psnr, ".1f"), _fmt(s.recovered_rate, ".0%"), defends)
+    return [rounds, arms]
+
+
+def _shown_rounds(comparison: Comparison, every_round: bool) -> set[int]:
+    rounds = {row["round"] for row in comparison.rows}
+    if every_round or not rounds:
+        return rounds
+    return {row["round"] for row in comparison.rows if row.get("attack")} | {max(rounds)}
+
+
+def _verdict(comparison: Comparison) -> str:
+    """Which arms defend, and the one at the smallest utility cost."""
+    defending = [s.arm for s in comparison.summary if s.defends]
+    if not defending:
+        return "no arm defends: in every attacked arm some attack recovered an image"
+    baseline = f" (cost against {comparison.baseline})" if comparison.baseline else ""
+    return f"defend: {', '.join(defending)}; at the smallest utility cost{baseline}: {comparison.best_defending}"
+
+
+def comparison_csv(comparison: Comparison) -> str:
+    """The per-round rows as CSV, with whether the runs are paired."""
+    columns = ["round", "arm", "test_accuracy", "epsilon", "model_epsilon", "attack", "attacked", "ok",
+               "success_rate", "psnr", "best_psnr", "ssim", "label_accuracy", "prior_psnr", "prior_ssim",
+               "leakage", "worst_leakage", "recovered_rate", "paired"]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in comparison.rows:
+        writer.writerow({**row, "paired": comparison.paired})
+    return out.getvalue()
