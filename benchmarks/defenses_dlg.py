@@ -15,7 +15,11 @@ Noise is scaled to equal variance v on each local gradient: std(Δ) = lr·√ste
 
     python benchmarks/defenses_dlg.py [--data-root ../shared/data/mnist] [--clients 4] [--only gaussian]
 
-Measured, not asserted; prints one Markdown row per configuration as it finishes.
+Measured, not asserted; prints one Markdown row per configuration as it finishes. The
+study now runs as one sweep (``fedleak sweep scenarios/sweeps/defenses_dlg.toml``: every
+arm on the same clients and batches, leakage and utility in one federation, ε and the
+mean-image reference stored); this script is kept as the reference its wall time is
+measured against in BENCHMARKS.md.
 """
 
 from __future__ import annotations

@@ -143,7 +143,12 @@ def sweep(
     except KeyboardInterrupt:
         print(f"interrupted: finished arms are kept in {sweep_dir}; run the same command to resume", file=sys.stderr)
         sys.exit(130)
-    _print_comparison([sweep_dir])
+    from fedleak.results.compare import compare as compare_runs
+
+    try:
+        _print_comparison(compare_runs([sweep_dir]))
+    except FedleakError as error:  # no arm stored anything: the failures below say why
+        console.print(f"nothing to compare: {error}", markup=False)
     failed = [arm for arm, status in outcome.items() if status not in ("finished", "skipped")]
     if failed:
         raise RunFailed(f"{len(failed)} of {len(outcome)} arms did not finish ({', '.join(failed)}); "
@@ -169,14 +174,12 @@ def compare(
     elif csv_:
         print(comparison_csv(comparison), end="")
     else:
-        _print_comparison(runs, comparison, every_round)
+        _print_comparison(comparison, every_round)
 
 
-def _print_comparison(paths: list[Path], comparison: Comparison | None = None, every_round: bool = False) -> None:
-    from fedleak.results.compare import compare as compare_runs
+def _print_comparison(comparison: Comparison, every_round: bool = False) -> None:
     from fedleak.results.tables import comparison_tables
 
-    comparison = comparison or compare_runs(paths)
     if not comparison.paired:
         console.print(f"[bold yellow]unpaired[/]: {comparison.unpaired_reason}; the arms did not train on the "
                       "same clients, batches and initial model")

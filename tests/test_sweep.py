@@ -145,7 +145,7 @@ def test_the_progress_view_shows_arms_by_rounds(tmp_path, terminal):
     sweep = load_sweep(_sweep(tmp_path, '[[arms]]\nname = "a"\n[[arms]]\nname = "b"\n[[arms]]\nname = "c"\n'))
     out = io.StringIO()
     view = SweepView(Console(file=out, force_terminal=terminal, width=120, highlight=False))
-    view.start(sweep, skipped={"a": "finished"}, rerun={"b": "failed"})
+    view.start(sweep, skipped=["a"], rerun={"b": "failed"})
     view.update("b", "running", {"round": 1, "accuracy": 0.5, "attacks": {"ok": 2}})
     view.update("b", "finished", {"round": 2, "accuracy": 0.75, "attacks": {"ok": 4}})
     view.stop()

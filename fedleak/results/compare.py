@@ -24,12 +24,14 @@ from fedleak.core.errors import FedleakError
 from fedleak.results.collection import RunDir, collect_runs
 from fedleak.results.store import ResultStore
 
+# An aggregate (what SecAgg+ unmasks: partition −1) is another target than one client's update.
 _ATTACKS_PER_ROUND = """
-SELECT round, attack, COUNT(*) AS attacked, SUM(status = 'ok') AS ok,
+SELECT round, attack || CASE WHEN partition_id < 0 THEN ' (aggregate)' ELSE '' END AS attack,
+       COUNT(*) AS attacked, SUM(status = 'ok') AS ok,
        AVG(success_rate) AS success_rate, AVG(psnr) AS psnr, MAX(best_psnr) AS best_psnr, AVG(ssim) AS ssim,
        AVG(label_accuracy) AS label_accuracy, AVG(prior_psnr) AS prior_psnr, AVG(prior_ssim) AS prior_ssim,
        AVG(leakage) AS leakage, MAX(leakage) AS worst_leakage, MAX(recovered_rate) AS recovered_rate
-FROM attack_results WHERE run_id = ? GROUP BY round, attack ORDER BY round, attack
+FROM attack_results WHERE run_id = ? GROUP BY 1, 2 ORDER BY 1, 2
 """
 _IMAGES = """
 SELECT round, partition_id, attack, image, psnr FROM attack_results

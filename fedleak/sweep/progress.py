@@ -6,6 +6,7 @@ changes status or completes a round.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +41,7 @@ class SweepView:
         self.rows: dict[str, _Row] = {}
         self._live: Live | None = None
 
-    def start(self, sweep: Sweep, skipped: dict[str, str], rerun: dict[str, str]) -> None:
+    def start(self, sweep: Sweep, skipped: Collection[str], rerun: Mapping[str, str]) -> None:
         """Show every arm: ``skipped`` ones finished before, ``rerun`` ones run again (with why)."""
         self.rows = {arm: _Row(rounds=scenario.federation.rounds) for arm, scenario in sweep.arms.items()}
         for arm in skipped:

@@ -90,12 +90,11 @@ class SweepRunner:
         with self._locked():
             write_private(self.sweep_dir / SWEEP_FILE, self.sweep.to_toml())
             states = {arm: stored_state(self.sweep_dir / arm, s) for arm, s in self.sweep.arms.items()}
-            queue = [arm for arm, state in states.items() if state != "finished"]
-            self.view.start(self.sweep, {arm: "skipped" for arm, state in states.items() if state == "finished"},
-                            {arm: state for arm, state in states.items() if state in ("changed", "failed",
-                                                                                       "interrupted")})
-            outcome = {arm: "skipped" for arm in states if arm not in queue}
-            outcome.update(self._run_all(queue))
+            skipped = {arm: state for arm, state in states.items() if state == "finished"}
+            rerun = {arm: state for arm, state in states.items() if state not in ("new", "finished")}
+            self.view.start(self.sweep, skipped, rerun)
+            outcome = {arm: "skipped" for arm in skipped}
+            outcome.update(self._run_all([arm for arm in states if arm not in skipped]))
             self.view.stop()
             return outcome
 
