@@ -14,14 +14,15 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedleak.core.errors import FedleakError
-from fedleak.results.compare import Comparison, RunRecord, points
+from fedleak.results.compare import Comparison, RunRecord
+from fedleak.results.store import write_private
+from fedleak.results.tables import fmt, summary_cells
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -48,9 +49,7 @@ def write_report(comparison: Comparison, path: Path) -> Path:
     """
     document = render(comparison)
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(document)
+        write_private(path, document)
     except OSError as error:
         raise FedleakError(f"-o {path}: cannot write: {error.strerror or error}") from None
     return path
@@ -99,25 +98,16 @@ def _table(header: list[str], rows: Iterable[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
-
-
 def _summary_table(comparison: Comparison) -> str:
-    rows = [[s.arm, s.status, _fmt(s.final_accuracy, ".1%"),
-             points(s.accuracy_cost), _fmt(s.epsilon, ".3g"),
-             _fmt(s.model_epsilon, ".3g"), _fmt(s.worst_leakage, ".2f"), _fmt(s.best_psnr, ".1f"),
-             _fmt(s.recovered_rate, ".0%"), {True: "yes", False: "no", None: "not attacked"}[s.defends]]
-            for s in comparison.summary]
     return _table(["arm", "status", "final acc", "cost", "ε", "ε model", "worst leakage", "best PSNR dB",
-                   "recovered", "defends"], rows)
+                   "recovered", "defends"], (summary_cells(s) for s in comparison.summary))
 
 
 def _round_table(comparison: Comparison) -> str:
-    rows = [[str(r["round"]), r["arm"], _fmt(r["test_accuracy"], ".1%"), _fmt(r["epsilon"], ".3g"),
+    rows = [[str(r["round"]), r["arm"], fmt(r["test_accuracy"], ".1%"), fmt(r["epsilon"], ".3g"),
              r.get("attack") or "–", *(["–"] * 5 if r.get("attack") is None else [
-                 f"{r['ok']}/{r['attacked']}", _fmt(r["success_rate"], ".0%"), _fmt(r["psnr"], ".1f"),
-                 _fmt(r["prior_psnr"], ".1f"), _fmt(r["leakage"], ".2f")])] for r in comparison.rows]
+                 f"{r['ok']}/{r['attacked']}", fmt(r["success_rate"], ".0%"), fmt(r["psnr"], ".1f"),
+                 fmt(r["prior_psnr"], ".1f"), fmt(r["leakage"], ".2f")])] for r in comparison.rows]
     return _table(["round", "arm", "test acc", "ε", "attack", "ok/total", "MSE<1e-3", "PSNR dB", "mean img dB",
                    "leakage"], rows)
 
@@ -241,6 +231,6 @@ def _grid_cell(run: RunRecord, server_round: int, partition: int, attack: str) -
         data = base64.b64encode((run.path / found["image"]).read_bytes()).decode()
     except OSError:
         return "<td>image missing</td>"
-    caption = _fmt(found["psnr"], ".1f") + " dB"
+    caption = fmt(found["psnr"], ".1f") + " dB"
     return (f"<td><img class='grid' alt='{html.escape(attack)}' src='data:image/png;base64,{data}'>"
             f"<div class='caption'>{caption}</div></td>")

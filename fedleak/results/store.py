@@ -59,6 +59,13 @@ def new_run_dir(out_dir: Path, name: str) -> Path:
     return make_run_dir(Path(out_dir) / f"{name}-{stamp}-{secrets.token_hex(2)}")
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable and writable by its owner only (0600)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(text)
+
+
 def make_run_dir(run_dir: Path) -> Path:
     """Create the new directory ``run_dir`` (and its parents), private to its owner.
 

@@ -7,7 +7,7 @@ import io
 
 from rich.table import Table
 
-from fedleak.results.compare import Comparison, points
+from fedleak.results.compare import ArmSummary, Comparison, points
 from fedleak.results.store import ResultStore
 
 _ATTACK_SUMMARY = """
@@ -21,7 +21,7 @@ FROM attack_results WHERE run_id = ? GROUP BY round, attack ORDER BY round, atta
 """
 
 
-def _fmt(value: float | None, spec: str) -> str:
+def fmt(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
@@ -41,7 +41,7 @@ def round_table(store: ResultStore, run_id: str) -> Table:
 
     def utility(server_round: int) -> list[str]:
         r = rounds.get(server_round, {})
-        return [_fmt(r.get("test_accuracy"), ".1%"), _fmt(r.get("epsilon"), ".3g"), _fmt(r.get("model_epsilon"), ".3g")]
+        return [fmt(r.get("test_accuracy"), ".1%"), fmt(r.get("epsilon"), ".3g"), fmt(r.get("model_epsilon"), ".3g")]
 
     queried = {r["round"] for r in store.query(
         "SELECT DISTINCT round FROM updates WHERE run_id = ? AND random_query", run_id)}
@@ -57,10 +57,10 @@ def round_table(store: ResultStore, run_id: str) -> Table:
     for row in rows:
         table.add_row(
             label(row["round"]), *utility(row["round"]), row["attack"],
-            f"{row['ok']}/{row['attacks']}", _fmt(row["psnr"], ".2f"), _fmt(row["prior_psnr"], ".2f"),
-            _fmt(row["leakage"], ".2f"), _fmt(row["ssim"], ".3f"),
-            _fmt(row["mse"], ".2e"), _fmt(row["label_accuracy"], ".0%"), _fmt(row["label_count_accuracy"], ".0%"),
-            _fmt(row["success_rate"], ".0%"), _fmt(row["ssim_success_rate"], ".0%"), _fmt(row["seconds"], ".1f"),
+            f"{row['ok']}/{row['attacks']}", fmt(row["psnr"], ".2f"), fmt(row["prior_psnr"], ".2f"),
+            fmt(row["leakage"], ".2f"), fmt(row["ssim"], ".3f"),
+            fmt(row["mse"], ".2e"), fmt(row["label_accuracy"], ".0%"), fmt(row["label_count_accuracy"], ".0%"),
+            fmt(row["success_rate"], ".0%"), fmt(row["ssim_success_rate"], ".0%"), fmt(row["seconds"], ".1f"),
         )
     attacked = {row["round"] for row in rows}
     for server_round in sorted(set(rounds) - attacked - {0}):
@@ -84,22 +84,25 @@ def comparison_tables(comparison: Comparison, every_round: bool = False) -> list
     for row in (row for row in comparison.rows if row["round"] in shown):
         attack = row.get("attack")
         scores = ["–"] * 8 if attack is None else [
-            f"{row['ok']}/{row['attacked']}", _fmt(row["success_rate"], ".0%"), _fmt(row["psnr"], ".1f"),
-            _fmt(row["best_psnr"], ".1f"), _fmt(row["prior_psnr"], ".1f"), _fmt(row["leakage"], ".2f"),
-            _fmt(row["ssim"], ".3f"), _fmt(row["label_accuracy"], ".0%")]
-        rounds.add_row(str(row["round"]), row["arm"], _fmt(row["test_accuracy"], ".1%"), _fmt(row["epsilon"], ".3g"),
-                       _fmt(row["model_epsilon"], ".3g"), attack or "–", *scores)
+            f"{row['ok']}/{row['attacked']}", fmt(row["success_rate"], ".0%"), fmt(row["psnr"], ".1f"),
+            fmt(row["best_psnr"], ".1f"), fmt(row["prior_psnr"], ".1f"), fmt(row["leakage"], ".2f"),
+            fmt(row["ssim"], ".3f"), fmt(row["label_accuracy"], ".0%")]
+        rounds.add_row(str(row["round"]), row["arm"], fmt(row["test_accuracy"], ".1%"), fmt(row["epsilon"], ".3g"),
+                       fmt(row["model_epsilon"], ".3g"), attack or "–", *scores)
     arms = Table(title="per arm", caption=_verdict(comparison))
     for column in ("arm", "status", "final acc", "cost", "ε", "ε model", "worst leakage", "best dB", "recovered",
                    "defends"):
         arms.add_column(column, justify="right", no_wrap=column == "arm")
     for s in comparison.summary:
-        defends = {True: "yes", False: "no", None: "not attacked"}[s.defends]
-        arms.add_row(s.arm, s.status, _fmt(s.final_accuracy, ".1%"),
-                     points(s.accuracy_cost),
-                     _fmt(s.epsilon, ".3g"), _fmt(s.model_epsilon, ".3g"), _fmt(s.worst_leakage, ".2f"),
-                     _fmt(s.best_psnr, ".1f"), _fmt(s.recovered_rate, ".0%"), defends)
+        arms.add_row(*summary_cells(s))
     return [rounds, arms]
+
+
+def summary_cells(s: ArmSummary) -> list[str]:
+    """One arm's summary row, as the terminal table and the HTML report show it."""
+    return [s.arm, s.status, fmt(s.final_accuracy, ".1%"), points(s.accuracy_cost), fmt(s.epsilon, ".3g"),
+            fmt(s.model_epsilon, ".3g"), fmt(s.worst_leakage, ".2f"), fmt(s.best_psnr, ".1f"),
+            fmt(s.recovered_rate, ".0%"), {True: "yes", False: "no", None: "not attacked"}[s.defends]]
 
 
 def _shown_rounds(comparison: Comparison, every_round: bool) -> set[int]:

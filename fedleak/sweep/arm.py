@@ -20,6 +20,7 @@ from fedleak.adversary.progress import Progress
 from fedleak.core.errors import FedleakError, RunFailed
 from fedleak.core.results import AttackResult
 from fedleak.results.collection import SWEEP_FILE
+from fedleak.results.store import write_private
 from fedleak.scenario import parse_scenario, read_toml
 
 PROGRESS_FILE = "progress.json"
@@ -44,10 +45,8 @@ class FileProgress(Progress):
 
     def _write(self) -> None:
         partial = self.path.with_suffix(".tmp")
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            json.dump(self.state, file)
-        partial.replace(self.path)
+        write_private(partial, json.dumps(self.state))
+        partial.replace(self.path)  # atomic: the sweep never reads half a file
 
 
 def read_progress(run_dir: Path) -> dict[str, object]:

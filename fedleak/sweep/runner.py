@@ -31,7 +31,7 @@ from typing import Literal
 
 from fedleak.core.errors import FedleakError
 from fedleak.results.collection import SWEEP_FILE
-from fedleak.results.store import DATABASE, ResultStore, make_run_dir
+from fedleak.results.store import DATABASE, ResultStore, make_run_dir, write_private
 from fedleak.scenario import Scenario
 from fedleak.sweep.arm import read_progress
 from fedleak.sweep.progress import SweepView
@@ -204,9 +204,3 @@ def make_private_dir(path: Path) -> None:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as error:
         raise FedleakError(f"--out {path.parent}: cannot create {path.name} there: {error.strerror or error}") from None
-
-
-def write_private(path: Path, text: str) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        file.write(text)
