@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -22,6 +23,7 @@ from fedleak.core.errors import FedleakError, RunFailed
 if TYPE_CHECKING:
     from fedleak.results.compare import Comparison
     from fedleak.results.store import ResultStore
+    from fedleak.scenario import Scenario
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Federated learning with an adversarial server that reconstructs client data.")
@@ -48,18 +50,66 @@ def run(
     check_runnable(resolved)
     run_dir = new_run_dir(out, resolved.name)
 
-    from fedleak.adversary.progress import ConsoleProgress
-    from fedleak.federation import simulate  # Flower and Ray: only for a scenario that will run
-
     console.print(f"fedleak: running [bold]{resolved.name}[/] → {run_dir}")
-    simulate(resolved, run_dir, ConsoleProgress(), verbose=verbose)
+    _simulate(resolved, run_dir, verbose)
+
+
+def _simulate(scenario: Scenario, run_dir: Path, verbose: bool, resume: bool = False) -> None:
+    """Run (or resume) ``scenario`` in ``run_dir``, Ctrl-C and SIGTERM handled
+    (:mod:`fedleak.federation.interrupts`); then its table, and exit 1 unless it finished."""
+    from fedleak.adversary.progress import ConsoleProgress
+    from fedleak.federation import interrupts, simulate  # Flower and Ray: only for a scenario that will run
+
+    interrupts.install()
+    simulate(scenario, run_dir, ConsoleProgress(), verbose=verbose, resume=resume)
+    interrupts.hold_if_stopping()  # a stop's watchdog ends the process (exit 130)
     if not (run_dir / "results.sqlite").is_file():
         raise RunFailed("the server stopped before storing anything (run with --verbose to see why)")
     results(run_dir)
     _raise_if_failed(run_dir)
 
 
+@app.command()
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory of an interrupted run.")],
+    verbose: Annotated[bool, typer.Option(help="Show Flower's and Ray's logs.")] = False,
+) -> None:
+    """Continue an interrupted run (Ctrl-C, SIGTERM, or its process killed) after its last completed
+    round, in the same run directory: same clients, batches and seeds as if it had never stopped."""
+    from fedleak.results.checkpoint import checkpoint_round
+    from fedleak.results.lock import shown_status
+    from fedleak.results.store import ResultStore
+    from fedleak.scenario import load_scenario
+    from fedleak.scenario.preflight import check_runnable
+
+    store = ResultStore.open_existing(run_dir)
+    try:
+        runs = store.query("SELECT status, error FROM runs")
+    finally:
+        store.close()
+    status = shown_status(run_dir, runs[0]["status"]) if runs else "empty"
+    if status != "interrupted":
+        why = {"running": "it is still running (another fedleak process holds it)",
+               "finished": "it has finished: nothing to resume",
+               "empty": "it stored no run"}.get(status, f"it {status} ({runs[0]['error'] if runs else ''}): "
+                                                         "run its scenario.toml again")
+        raise FedleakError(f"{run_dir}: cannot resume: {why}")
+    scenario = load_scenario(run_dir / "scenario.toml")
+    if scenario.defense_pipeline().legacy_path:
+        raise FedleakError(f"{run_dir}: cannot resume: runs with SecAgg+ (Flower's legacy path) cannot be "
+                           "resumed; run its scenario.toml again")
+    check_runnable(scenario)
+    last = checkpoint_round(run_dir) or 0
+    console.print(f"fedleak: resuming [bold]{scenario.name}[/] after round {last} of "
+                  f"{scenario.federation.rounds} → {run_dir}")
+    if scenario.federation.fraction_train < 1:
+        console.print("[yellow]note[/]: federation.fraction_train < 1: Flower samples each round's clients "
+                      "afresh, so later rounds may train other clients than the interrupted run would have")
+    _simulate(scenario, run_dir, verbose, resume=True)
+
+
 def _raise_if_failed(run_dir: Path) -> None:
+    from fedleak.results.lock import shown_status
     from fedleak.results.store import ResultStore
 
     store = ResultStore.open_existing(run_dir)
@@ -67,7 +117,7 @@ def _raise_if_failed(run_dir: Path) -> None:
         runs = store.query("SELECT status, error FROM runs")
     finally:
         store.close()
-    failed = [run for run in runs if run["status"] != "finished"]
+    failed = [{**run, "status": shown_status(run_dir, run["status"])} for run in runs if run["status"] != "finished"]
     if failed:
         raise RunFailed(f"run {failed[0]['status']}: {failed[0]['error'] or 'no reason stored'}")
 
@@ -102,6 +152,9 @@ def results(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -
 
 def _print_run(store: ResultStore, run_dir: Path, run_row: dict[str, Any]) -> None:
     from fedleak.results import round_table
+    from fedleak.results.captures import CaptureStore
+    from fedleak.results.checkpoint import checkpoint_round
+    from fedleak.results.lock import shown_status
 
     console.print(round_table(store, run_row["run_id"]))
     risk = "not auditable" if run_row["risk_index"] is None else f"{run_row['risk_index']:.3f}"
@@ -112,9 +165,22 @@ def _print_run(store: ResultStore, run_dir: Path, run_row: dict[str, Any]) -> No
     console.print(f"attacks: {attacks['ok'] or 0} finished, {attacks['failed'] or 0} failed, "
                   f"{attacks['not_applicable'] or 0} not applicable, "
                   f"{attacks['cancelled'] or 0} cancelled at the end of the run")
-    error = f" ({run_row['error']})" if run_row["error"] else ""
-    console.print(f"status: {run_row['status']}{error} · model risk index: {risk} (fedleak audit; "
+    files, size = CaptureStore(run_dir).size_bytes()
+    console.print(f"captured updates on disk: {files} round files, {_megabytes(size)} ({run_dir / 'captures'})",
+                  markup=False)
+    status = shown_status(run_dir, run_row["status"])
+    error = run_row["error"]
+    if status == "interrupted" and run_row["status"] == "running":
+        rounds = tomllib.loads((run_dir / "scenario.toml").read_text())["federation"]["rounds"]
+        error = f"its process died after round {checkpoint_round(run_dir) or 0} of {rounds}"
+    if status == "interrupted":
+        error = f"{error}; 'fedleak resume {run_dir}' continues it"
+    console.print(f"status: {status}{f' ({error})' if error else ''} · model risk index: {risk} (fedleak audit; "
                   f"0 = fully recoverable) · images: {run_dir / 'images'}", markup=False)
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
 
 
 @app.command()

@@ -57,3 +57,71 @@ def test_a_database_from_before_label_counts_gains_the_columns_and_keeps_its_row
     store.record_update(ClientUpdate("new", 1, 1, 0, weights, weights, UpdateMetadata("fedsgd", 0.1, 1, 1, 1),
                                      random_query=True))
     assert store.query("SELECT run_id, random_query FROM updates") == [{"run_id": "new", "random_query": 1}]
+
+
+def _rows(path, table):
+    db = sqlite3.connect(path / "results.sqlite")  # another connection: sees only what was committed
+    try:
+        return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+    finally:
+        db.close()
+
+
+def _update(server_round, partition_id=0):
+    weights = {"w": torch.zeros(2)}
+    return ClientUpdate("r1", server_round, partition_id, partition_id, weights, {"w": torch.ones(2)},
+                        UpdateMetadata("fedsgd", 0.1, 1, 1, 1))
+
+
+def test_a_transaction_commits_once_when_the_outermost_ends_and_nothing_if_it_raises(tmp_path):
+    store = ResultStore(tmp_path)
+    store.start_run("r1", "tiny", "")
+    with store.transaction():
+        store.record_update(_update(1, 0))
+        with store.transaction():
+            store.record_update(_update(1, 1))
+        assert _rows(tmp_path, "updates") == 0
+    assert _rows(tmp_path, "updates") == 2
+    with pytest.raises(RuntimeError), store.transaction():
+        store.record_update(_update(2))
+        raise RuntimeError("the round broke")
+    assert _rows(tmp_path, "updates") == 2 and len(store.query("SELECT * FROM updates")) == 2
+
+
+def test_reopening_a_stopped_run_removes_the_rows_of_its_unfinished_round_and_its_cancelled_attacks(tmp_path):
+    store = ResultStore(tmp_path)
+    store.start_run("r1", "tiny", "")
+    for server_round in (1, 2, 3):
+        store.record_round("r1", server_round, 0.5, 1.0)
+        store.record_update(_update(server_round))
+        store.record_attack(AttackResult("r1", server_round, 0, 0, "dlg", "ok", 1.0))
+    store.record_attack(AttackResult("r1", 2, 0, 0, "idlg", "cancelled", 0.0, error="stopped"))
+    store.finish_run("r1", "interrupted", "interrupted by SIGINT after round 2 of 5")
+    store.reopen_run("r1", 2)
+    assert [r["round"] for r in store.query("SELECT round FROM rounds ORDER BY round")] == [1, 2]
+    assert [r["round"] for r in store.query("SELECT round FROM updates ORDER BY round")] == [1, 2]
+    assert [(r["round"], r["attack"]) for r in store.query("SELECT round, attack FROM attack_results")] == \
+        [(1, "dlg"), (2, "dlg")]
+    assert store.query("SELECT status, error, finished FROM runs") == [
+        {"status": "running", "error": None, "finished": None}]
+
+
+def test_every_file_of_a_run_is_private_whatever_the_umask(tmp_path):
+    import os
+
+    from fedleak.results.store import new_run_dir
+
+    previous = os.umask(0)
+    try:
+        run_dir = new_run_dir(tmp_path, "tiny")
+        store = ResultStore(run_dir)
+        store.start_run("r1", "tiny", 'name = "tiny"\n')
+        store.record_update(_update(1))
+        store.save_grid("r1-p0-dlg", torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8))
+        modes = {p.name: p.stat().st_mode & 0o777 for p in run_dir.rglob("*")}
+        store.close()
+    finally:
+        os.umask(previous)
+    assert run_dir.stat().st_mode & 0o777 == 0o700 and modes.pop("images") == 0o700
+    assert {"results.sqlite", "results.sqlite-wal", "scenario.toml", "r1-p0-dlg.png"} <= set(modes)
+    assert set(modes.values()) == {0o600}

@@ -10,8 +10,11 @@ aggregate). It also keeps the privacy ledger, since it sees every participation.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 from fedleak.adversary.evaluation import Evaluator
 from fedleak.adversary.malicious import random_query_weights
@@ -20,9 +23,11 @@ from fedleak.adversary.progress import Progress
 from fedleak.attacks import ATTACKS
 from fedleak.core.errors import first_line
 from fedleak.core.results import NO_EPSILON, AttackResult, Epsilon
+from fedleak.core.stopping import STOP
 from fedleak.core.updates import ClientUpdate, RejectedReply, Weights
 from fedleak.defenses import LocalRound
 from fedleak.models import ModelSpec
+from fedleak.results.captures import CaptureStore
 from fedleak.results.store import ResultStore
 from fedleak.runners import AttackJob, AttackOutcome, AttackRunner
 from fedleak.scenario import Scenario
@@ -47,7 +52,13 @@ class Adversary:
         self.runner = runner
         self.progress = progress or Progress()
         self.ledger = PrivacyLedger(scenario.defense_pipeline(), scenario.accounting.delta)
+        self.captures = CaptureStore(store.directory)
         self._epsilon: dict[tuple[int, tuple[int, ...]], Epsilon] = {}
+        self._pending: dict[int, AttackJob] = {}
+        """Jobs submitted and not yet stored, by identity (the runner reports the job it was given)."""
+        self._pending_lock = threading.Lock()
+        self._carried: list[AttackJob] = []
+        """A resumed run's unfinished attacks, submitted with the next round's (or at the end)."""
 
     def is_random_query(self, server_round: int) -> bool:
         """Whether the server sends crafted random weights this round (the scenario allows
@@ -70,36 +81,58 @@ class Adversary:
         """Observe one round's accepted updates (and store the replies that were not), reporting
         how many the capture policy selects.
 
-        Their attacks are submitted together, so the runner can batch them."""
-        for reply in rejected:
-            self.store.record_rejection(reply)
+        The round's rows are one transaction and its kept updates one file; its attacks are
+        submitted together, so the runner can batch them."""
+        updates = [self._flagged(update) for update in updates]
+        with self.store.transaction():
+            for reply in rejected:
+                self.store.record_rejection(reply)
+            jobs = [job for update in updates for job in self.accept(update)]
+            self._keep(updates)
         if updates or rejected:
             server_round = (updates[0] if updates else rejected[0]).server_round
             attacked = sum(self.wants(update) for update in updates)
             self.progress.round_captured(server_round, num_rounds, len(updates), attacked, list(rejected))
-        self.runner.submit([job for update in updates for job in self.accept(update)], self.record_outcome)
+        self.submit(jobs)
 
     def observe(self, update: ClientUpdate) -> None:
         """Observe one more update (e.g. an aggregate) and submit its attacks."""
-        self.runner.submit(self.accept(update), self.record_outcome)
+        update = self._flagged(update)
+        with self.store.transaction():
+            jobs = self.accept(update)
+            self._keep([update], kind="aggregate" if update.aggregate_of else "")
+        self.submit(jobs)
+
+    def _flagged(self, update: ClientUpdate) -> ClientUpdate:
+        return dataclasses.replace(update, random_query=True) if self.is_random_query(update.server_round) else update
+
+    def _keep(self, updates: list[ClientUpdate], kind: str = "") -> None:
+        """Store the updates ``capture.store`` keeps (one file for the round); without attacks
+        in the scenario no update is attacked."""
+        attacking = bool(self.scenario.attacks)
+        kept = [update for update in updates if self.scenario.capture.keeps(attacking and self.wants(update))]
+        if kept:
+            self.captures.write(kept[0].server_round, kept, kind)
 
     def accept(self, update: ClientUpdate) -> list[AttackJob]:
         """Account and record ``update``; every attack on it if the capture policy selects it.
 
         An attack whose requirements the update cannot meet is stored "not applicable" at once."""
-        if self.is_random_query(update.server_round):
-            update = dataclasses.replace(update, random_query=True)
         epsilon = self._account(update)
         self._epsilon[(update.server_round, update.partitions)] = epsilon
         self.store.record_update(update, epsilon,
                                  self.evaluator.batch_digest(update.partitions, update.server_round))
-        if not self.wants(update):
-            return []
+        return self._jobs(update, [attack.name for attack in self.scenario.attacks]) if self.wants(update) else []
+
+    def _jobs(self, update: ClientUpdate, attacks: list[str]) -> list[AttackJob]:
+        """The jobs of ``attacks`` (names in the scenario) on ``update``; unmet requirements stored at once."""
         if self.scenario.threat.known_labels:  # a capability flag: granted by the scenario
             truth = self.evaluator.ground_truth(update.partitions, update.server_round)
             update = dataclasses.replace(update, known_labels=truth.labels)
         jobs = []
         for attack in self.scenario.attacks:
+            if attack.name not in attacks:
+                continue
             job = AttackJob(update, attack.name, attack.config, self.model)  # type: ignore[arg-type]
             unmet = ATTACKS.get(attack.name).unmet_requirement(update)
             if unmet:
@@ -108,13 +141,75 @@ class Adversary:
                 jobs.append(job)
         return jobs
 
+    def submit(self, jobs: list[AttackJob]) -> None:
+        """Hand ``jobs`` (and any carried over from a stopped run) to the runner, unless a stop was
+        requested; each stays pending until its outcome is stored."""
+        jobs, self._carried = [*self._carried, *jobs], []
+        if not jobs:
+            return
+        with self._pending_lock:
+            self._pending.update((id(job), job) for job in jobs)
+        STOP.check()
+        self.runner.submit(jobs, self._finished)
+
+    def _finished(self, outcome: AttackOutcome) -> None:
+        """A runner's outcome; dropped if its job was already stored as cancelled (a stop)."""
+        with self._pending_lock:
+            if self._pending.pop(id(outcome.job), None) is None:
+                return
+        self.record_outcome(outcome)
+
+    def cancel_pending(self, reason: str) -> int:
+        """Store every job submitted and not yet finished as cancelled with ``reason``; how many."""
+        with self._pending_lock:
+            jobs = list(self._pending.values())
+            self._pending.clear()
+        for job in jobs:
+            self.record_outcome(AttackOutcome.unfinished(job, reason, "cancelled"))
+        return len(jobs)
+
+    def resume(self, last_round: int) -> int:
+        """Continue a stopped run after ``last_round``: the ledger replays the stored
+        participations, and every attack of a completed round without a stored result (it was
+        queued, running or cancelled when the run stopped) is carried over to the next
+        submission, re-run from the stored capture. Returns how many attacks are carried over."""
+        rows = self.store.query("SELECT round, node_id, partition_id, aggregate_of, local_steps, batch_size, epsilon, "
+                                "model_epsilon FROM updates WHERE status = 'accepted' ORDER BY round, rowid")
+        for row in rows:
+            partitions = tuple(json.loads(row["aggregate_of"])) if row["aggregate_of"] else (row["partition_id"],)
+            if not row["aggregate_of"]:
+                self._participate(row["partition_id"], row["batch_size"], row["local_steps"])
+            self._epsilon[(row["round"], partitions)] = Epsilon(row["epsilon"], row["model_epsilon"])
+        done = {(r["round"], r["node_id"], r["attack"])
+                for r in self.store.query("SELECT round, node_id, attack FROM attack_results")}
+        for server_round in sorted({row["round"] for row in rows}):
+            kept = {str(u.node_id): u for kind in ("", "aggregate") for u in self.captures.read(server_round, kind)}
+            for row in (r for r in rows if r["round"] == server_round):
+                self._carry(row, kept.get(row["node_id"]), done)
+        return len(self._carried)
+
+    def _carry(self, row: dict[str, Any], update: ClientUpdate | None, done: set[tuple[int, str, str]]) -> None:
+        """Carry over the attacks on one stored update that have no result; without its capture, log why not."""
+        missing = [a.name for a in self.scenario.attacks if (row["round"], row["node_id"], a.name) not in done]
+        if update is None:
+            if missing and self.scenario.capture.selects(row["round"], None if row["aggregate_of"] else
+                                                         row["partition_id"]):
+                _log.warning("round %s: %d attacks cannot be re-run (capture.store kept no copy)",
+                             row["round"], len(missing))
+            return
+        if self.wants(update):
+            self._carried.extend(self._jobs(update, missing))
+
     def _account(self, update: ClientUpdate) -> Epsilon:
         """A client's participation enters the ledger; an aggregate's ε is its worst contributor's."""
         if update.aggregate_of:
             return self.ledger.worst(update.aggregate_of)
-        meta = update.metadata
-        shard_size = len(self.evaluator.plan.shard(update.partition_id))
-        return self.ledger.record(update.partition_id, LocalRound(shard_size, meta.batch_size, meta.local_steps))
+        return self._participate(update.partition_id, update.metadata.batch_size, update.metadata.local_steps)
+
+    def _participate(self, partition_id: int, batch_size: int, local_steps: int) -> Epsilon:
+        """One round of ``partition_id``'s training enters the ledger; its ε so far."""
+        shard_size = len(self.evaluator.plan.shard(partition_id))
+        return self.ledger.record(partition_id, LocalRound(shard_size, batch_size, local_steps))
 
     def record_outcome(self, outcome: AttackOutcome) -> None:
         """Score a finished attack against the re-derived ground truth and store it.

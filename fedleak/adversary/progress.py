@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.markup import escape
 
@@ -18,6 +20,8 @@ class Progress:
     def attack_finished(self, result: AttackResult) -> None: ...
 
     def round_evaluated(self, server_round: int, accuracy: float) -> None: ...
+
+    def interrupted(self, run_dir: Path, last_round: int, num_rounds: int) -> None: ...
 
 
 class ConsoleProgress(Progress):
@@ -48,3 +52,7 @@ class ConsoleProgress(Progress):
 
     def round_evaluated(self, server_round: int, accuracy: float) -> None:
         self.console.print(f"  global model after round {server_round}: test accuracy {accuracy:.1%}")
+
+    def interrupted(self, run_dir: Path, last_round: int, num_rounds: int) -> None:
+        self.console.print(f"[yellow]interrupted[/] after round {last_round} of {num_rounds}; "
+                           f"'fedleak resume {escape(str(run_dir))}' continues it")

@@ -83,12 +83,21 @@ class FederationConfig(Strict):
 
 
 class CaptureConfig(Strict):
-    """Which captured updates the server attacks (every update is recorded)."""
+    """Which captured updates the server attacks and keeps (every update is recorded in the database)."""
 
     rounds: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
     """Rounds to attack; empty means every round."""
     clients: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
     """Partition ids to attack; empty means every client."""
+    store: Literal["attacked", "all", "none"] = "attacked"
+    """Which captured updates are kept on disk (``captures/`` in the run directory), for
+    ``fedleak resume`` and later re-attacks: those the filters above select for the
+    scenario's attacks (none without attacks), every accepted update, or none (a killed
+    run's unfinished attacks are then lost)."""
+
+    def keeps(self, attacked: bool) -> bool:
+        """Whether an update (``attacked``: selected by the filters) is stored on disk."""
+        return self.store == "all" or (self.store == "attacked" and attacked)
 
     def selects(self, server_round: int, partition_id: int | None) -> bool:
         """``partition_id`` ``None`` is an aggregate: only the round filter applies."""

@@ -21,3 +21,8 @@ class RunFailed(Exception):
     The server stores the message as the run's error and ends the run as ``failed``;
     ``fedleak run`` prints it on one line and exits 1.
     """
+
+
+class RunInterrupted(Exception):
+    """The run was asked to stop (Ctrl-C, SIGTERM): the server stores it as ``interrupted``,
+    with the last completed round, and ``fedleak resume`` can continue it."""

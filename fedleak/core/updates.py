@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 
 Weights = dict[str, torch.Tensor]
@@ -67,7 +69,10 @@ class ClientUpdate:
         return {k: d * scale for k, d in self.delta.items()}
 
     def norm(self) -> float:
-        return float(torch.cat([d.double().flatten() for d in self.delta.values()]).norm())
+        """The update's L2 norm, the same bits in every process: NumPy's pairwise sum, not torch's
+        reduction, whose split over threads (and so its last digit) depends on the thread count."""
+        squares = (np.square(d.detach().cpu().numpy().astype(np.float64)).sum() for d in self.delta.values())
+        return math.sqrt(math.fsum(squares))
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from flwr.server.workflow import DefaultWorkflow
 
 from fedleak.core import wire
 from fedleak.core.errors import RunFailed, first_line
+from fedleak.core.stopping import STOP
 from fedleak.core.updates import ClientUpdate, RejectedReply, Weights
 from fedleak.data import build_plan
 from fedleak.defenses.secagg import SecAggPlus
@@ -105,11 +106,13 @@ class AdversarialFedAvg(FedAvg):
         self.capture = capture
 
     def configure_fit(self, server_round: int, parameters: Parameters, client_manager: Any) -> Any:
+        STOP.check()  # a stop requested: no new round
         self.capture.sent = self.capture.weights(parameters_to_ndarrays(parameters))
         return super().configure_fit(server_round, parameters, client_manager)
 
     def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
                       failures: list[Any]) -> tuple[Parameters | None, dict[str, Scalar]]:
+        STOP.check()
         self.capture.failures(server_round, failures)
         if not results:
             raise RunFailed(f"round {server_round}: no client result ({len(failures)} failed)")

@@ -1,12 +1,17 @@
 """One run's server side, shared by the Message API and the legacy (SecAgg+) paths.
 
 Flower-free: :class:`ServerRun` holds the store, the adversary and the utility metric,
-so both paths import it and neither imports the other.
+so both paths import it and neither imports the other. It also owns the run's ending:
+``finished``, ``failed`` or ``interrupted`` is stored once, by whichever comes first —
+the server thread, or a signal's watchdog (:mod:`fedleak.federation.interrupts`) when the
+server thread is stuck waiting for a round.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedleak.adversary import Adversary
@@ -15,12 +20,17 @@ from fedleak.adversary.evaluation import Evaluator
 from fedleak.adversary.progress import Progress
 from fedleak.client.training import evaluate
 from fedleak.core.digests import weights_digest
+from fedleak.core.stopping import STOP
 from fedleak.core.updates import Weights
 from fedleak.data import ImageDataset, build_plan, load_dataset
 from fedleak.models import ModelSpec
+from fedleak.results.checkpoint import read_checkpoint, write_checkpoint
+from fedleak.results.lock import DirectoryLock
 from fedleak.results.store import ResultStore
 from fedleak.runners import RUNNERS, AttackRunner
 from fedleak.scenario import Scenario
+
+_log = logging.getLogger(__name__)
 
 
 def num_sampled_clients(scenario: Scenario) -> int:
@@ -33,42 +43,119 @@ class ServerRun:
     """One run's server side: what it stores, who attacks, how utility is measured."""
 
     scenario: Scenario
-    run_id: str
+    run_dir: Path
     spec: ModelSpec
     store: ResultStore
     runner: AttackRunner
     adversary: Adversary
     test: ImageDataset
     progress: Progress
+    lock: DirectoryLock
+    start_weights: Weights
+    last_round: int = 0
+    """The last completed round (evaluated and checkpointed); a resumed run starts after it."""
+    resumed_from: int | None = None
+    _ending: threading.Lock = field(default_factory=threading.Lock)
+    _ended: bool = False
+
+    @property
+    def run_id(self) -> str:
+        return self.run_dir.name
 
     @classmethod
-    def open(cls, scenario: Scenario, run_dir: Path, progress: Progress) -> ServerRun:
+    def open(cls, scenario: Scenario, run_dir: Path, progress: Progress, resume: bool = False) -> ServerRun:
+        """Start a run in the new directory ``run_dir``, or (``resume``) continue the stopped
+        run stored there after its last completed round.
+
+        Raises:
+            FedleakError: another process is writing the run.
+        """
+        lock = DirectoryLock(run_dir, "the run is still running (another fedleak process holds it)").acquire()
+        try:
+            return cls._open(scenario, run_dir, progress, lock, resume)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _open(cls, scenario: Scenario, run_dir: Path, progress: Progress, lock: DirectoryLock,
+              resume: bool) -> ServerRun:
         splits = load_dataset(scenario.dataset)
         plan = build_plan(scenario.seed, scenario.dataset, scenario.partition)
         spec = scenario.model_spec(splits)
         store, run_id = ResultStore(run_dir), run_dir.name
-        store.start_run(run_id, scenario.name, scenario.to_toml())
-        # The architecture's risk at the initial weights: data-free, and cheap next to a round.
         initial = spec.build(seed=scenario.seed)
-        store.record_data_plan(run_id, {**plan.fingerprint(scenario.training), "pool": splits.train.digest(),
-                                        "initial_model": weights_digest(initial.state_dict())})
-        store.record_audit(run_id, *stored_audit(initial, probe_seed=scenario.seed))
+        checkpoint = read_checkpoint(run_dir) if resume else None
+        last_round = checkpoint[0] if checkpoint else 0
+        if resume:
+            store.reopen_run(run_id, last_round)
+        else:
+            store.start_run(run_id, scenario.name, scenario.to_toml())
+            # The architecture's risk at the initial weights: data-free, and cheap next to a round.
+            store.record_data_plan(run_id, {**plan.fingerprint(scenario.training), "pool": splits.train.digest(),
+                                            "initial_model": weights_digest(initial.state_dict())})
+            store.record_audit(run_id, *stored_audit(initial, probe_seed=scenario.seed))
         runner = RUNNERS.get(scenario.runner.name)(scenario.runner)
         adversary = Adversary(scenario, spec, Evaluator(splits.train, plan, scenario.training), store, runner,
                               progress)
         test = splits.test.subset(slice(scenario.federation.test_samples))
-        return cls(scenario, run_id, spec, store, runner, adversary, test, progress)
+        run = cls(scenario, run_dir, spec, store, runner, adversary, test, progress, lock,
+                  checkpoint[1] if checkpoint else initial.state_dict())
+        if resume:
+            run.last_round = run.resumed_from = last_round
+            adversary.resume(last_round)
+        STOP.on_force(run.interrupt)
+        return run
+
+    @property
+    def remaining_rounds(self) -> int:
+        return self.scenario.federation.rounds - self.last_round
 
     def initial_weights(self) -> Weights:
-        return self.spec.build(seed=self.scenario.seed).state_dict()
+        """The weights the first round to run starts from: the initial model, or a resumed run's checkpoint."""
+        return self.start_weights
 
     def evaluate_round(self, server_round: int, weights: Weights) -> tuple[float, float]:
         """The global model's test accuracy and loss (the utility side of a defense), stored
-        with the worst client's ε so far."""
+        with the worst client's ε so far; then the model is checkpointed: the round is complete."""
         accuracy, loss = evaluate(self.spec.with_weights(weights), self.test)
         self.store.record_round(self.run_id, server_round, accuracy, loss, self.adversary.ledger.worst())
+        write_checkpoint(self.run_dir, server_round, weights)
+        self.last_round = server_round
         if server_round > 0:
             self.progress.round_evaluated(server_round, accuracy)
         return accuracy, loss
 
+    def stored_round(self, server_round: int) -> tuple[float, float]:
+        """A completed round's stored accuracy and loss (a resumed run does not evaluate it again)."""
+        row = self.store.query("SELECT test_accuracy, test_loss FROM rounds WHERE round = ?", server_round)[0]
+        return row["test_accuracy"], row["test_loss"]
 
+    def finish(self, status: str, error: str | None = None) -> bool:
+        """End the run as ``status`` (once: later calls do nothing and return False); attacks
+        still queued or running are stored as cancelled."""
+        with self._ending:
+            if self._ended:
+                return False
+            self._ended = True
+        try:
+            try:
+                self.runner.close(wait=False)
+            except Exception:  # noqa: BLE001 - e.g. Ray already gone after Ctrl-C: the status must still be stored
+                _log.exception("closing the attack runner failed")
+            self.adversary.cancel_pending(f"cancelled: the run ended ({status}) before the attack finished")
+            self.store.finish_run(self.run_id, status, error)
+        finally:
+            STOP.forget(self.interrupt)
+            self.store.close()
+            self.lock.release()
+        return True
+
+    def interrupt(self, reason: str) -> None:
+        """End the run as ``interrupted``, saying where a resume would continue."""
+        rounds = self.scenario.federation.rounds
+        with self._ending:
+            ended = self._ended
+        if not ended:  # said before the run is released: the process may exit right after
+            self.progress.interrupted(self.run_dir, self.last_round, rounds)
+        self.finish("interrupted", f"{reason} after round {self.last_round} of {rounds}")

@@ -17,6 +17,7 @@ from flwr.serverapp.strategy import FedAvg
 from fedleak.adversary.progress import Progress
 from fedleak.core import wire
 from fedleak.core.errors import RunFailed, first_line
+from fedleak.core.stopping import STOP
 from fedleak.federation import legacy, records
 from fedleak.federation.run import ServerRun, num_sampled_clients
 from fedleak.federation.strategy import AdversarialStrategy
@@ -34,55 +35,70 @@ def mean_train_loss(replies: list[RecordDict], weighting_key: str) -> MetricReco
 
 
 def run_federation(grid: Grid, context: Context, run: ServerRun) -> None:
-    """The Message API path: FedAvg (inside any defense's Flower wrapper) under the adversary."""
+    """The Message API path: FedAvg (inside any defense's Flower wrapper) under the adversary,
+    for the rounds after the last completed one (all of them, unless the run is resumed)."""
     scenario = run.scenario
     fedavg = FedAvg(fraction_train=scenario.federation.fraction_train, fraction_evaluate=0.0,
                     min_train_nodes=1, min_available_nodes=scenario.partition.num_clients,
                     train_metrics_aggr_fn=mean_train_loss)
     inner = scenario.defense_pipeline().wrap_strategy(fedavg, num_sampled_clients(scenario))
-    strategy = AdversarialStrategy(inner, run.adversary, run.run_id, scenario.federation.rounds)
+    offset = run.last_round  # Flower counts its rounds from 1 again; ours go on
+    strategy = AdversarialStrategy(inner, run.adversary, run.run_id, scenario.federation.rounds, offset)
 
-    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        accuracy, loss = run.evaluate_round(server_round, arrays.to_torch_state_dict())
+    def evaluate_fn(flower_round: int, arrays: ArrayRecord) -> MetricRecord:
+        if flower_round == 0 and run.resumed_from is not None:  # the checkpoint: evaluated before the stop
+            accuracy, loss = run.stored_round(offset)
+        else:
+            accuracy, loss = run.evaluate_round(flower_round + offset, arrays.to_torch_state_dict())
         return MetricRecord({"accuracy": accuracy, "loss": loss})
 
-    strategy.start(grid, ArrayRecord(run.initial_weights()), num_rounds=scenario.federation.rounds,
+    strategy.start(grid, ArrayRecord(run.initial_weights()), num_rounds=run.remaining_rounds,
                    train_config=records.training_record(scenario.training), evaluate_fn=evaluate_fn)
 
 
-def run_server(grid: Grid, context: Context, scenario: Scenario, run_dir: Path, progress: Progress) -> None:
-    """Run the whole federation under the adversary, storing into ``run_dir``.
+def run_server(grid: Grid, context: Context, scenario: Scenario, run_dir: Path, progress: Progress,
+               resume: bool = False) -> None:
+    """Run the whole federation under the adversary, storing into ``run_dir`` (``resume``:
+    continue the stopped run stored there).
 
-    The run ends ``finished``, or ``failed`` with the reason stored: a :class:`RunFailed`
-    (e.g. a round without an accepted reply) ends it quietly, anything else is re-raised.
+    The run ends ``finished``; ``failed`` with the reason stored (a :class:`RunFailed`, e.g. a
+    round without an accepted reply, ends it quietly; anything else is re-raised); or
+    ``interrupted`` when a stop was requested (:data:`~fedleak.core.stopping.STOP`), whatever
+    the stop made the round raise.
     """
-    run = ServerRun.open(scenario, run_dir, progress)
+    run = ServerRun.open(scenario, run_dir, progress, resume)
     drive = legacy.run_federation if scenario.defense_pipeline().legacy_path else run_federation
-    status = "failed"
-    error: str | None = "the server stopped unexpectedly"
     try:
-        drive(grid, context, run)
+        if run.remaining_rounds > 0:
+            drive(grid, context, run)
+        run.adversary.submit([])  # a resumed run's carried-over attacks, when no round was left to carry them
         run.runner.close(wait=scenario.runner.wait)
-        status, error = "finished", None
-    except RunFailed as failure:
-        error = str(failure)
     except Exception as failure:
-        error = f"{type(failure).__name__}: {first_line(failure)}"
+        if STOP.requested:
+            run.interrupt(STOP.reason)
+            return
+        if isinstance(failure, RunFailed):
+            run.finish("failed", str(failure))
+            return
+        run.finish("failed", f"{type(failure).__name__}: {first_line(failure)}")
         raise
-    finally:
-        if status == "failed":
-            run.runner.close(wait=False)  # record what was still queued or running as cancelled
-        run.store.finish_run(run.run_id, status, error)
-        run.store.close()
+    except BaseException:
+        run.finish("failed", "the server stopped unexpectedly")
+        raise
+    if STOP.requested:  # the stop came while the last attacks were drained
+        run.interrupt(STOP.reason)
+    else:
+        run.finish("finished")
 
 
-def build_server_app(load_run: RunLoader, progress: Progress) -> ServerApp:
-    """A ServerApp whose scenario and run directory come from ``load_run(context)``."""
+def build_server_app(load_run: RunLoader, progress: Progress, resume: bool = False) -> ServerApp:
+    """A ServerApp whose scenario and run directory come from ``load_run(context)``
+    (``resume``: a stopped run stored there, continued)."""
     app = ServerApp()
 
     @app.main()
     def _main(grid: Grid, context: Context) -> None:
         scenario, run_dir = load_run(context)
-        run_server(grid, context, scenario, run_dir, progress)
+        run_server(grid, context, scenario, run_dir, progress, resume)
 
     return app

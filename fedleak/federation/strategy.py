@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
@@ -25,6 +26,7 @@ from flwr.serverapp.strategy import Strategy
 from fedleak.adversary import Adversary
 from fedleak.core import wire
 from fedleak.core.errors import RunFailed, first_line
+from fedleak.core.stopping import STOP
 from fedleak.core.updates import ClientUpdate, RejectedReply, Weights
 from fedleak.federation import records
 from fedleak.federation.replies import ReplyChecker
@@ -33,33 +35,47 @@ from fedleak.federation.replies import ReplyChecker
 class AdversarialStrategy(Strategy):
     """Remembers the weights it sends; hands each reply to the adversary before aggregating."""
 
-    def __init__(self, inner: Strategy, adversary: Adversary, run_id: str, num_rounds: int) -> None:
+    def __init__(self, inner: Strategy, adversary: Adversary, run_id: str, num_rounds: int,
+                 round_offset: int = 0) -> None:
         self.inner = inner
         self.adversary = adversary
         self.run_id = run_id
         self.num_rounds = num_rounds
+        self.round_offset = round_offset
+        """Rounds completed before Flower's round 1 (a resumed run): Flower's round r is our r + offset."""
         self.checker = ReplyChecker(run_id, adversary.scenario.training, adversary.evaluator.plan)
         self._global: ArrayRecord | None = None
         self._sent: Weights = {}
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+    def configure_train(self, flower_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
+        STOP.check()  # a stop requested: no new round
+        server_round = flower_round + self.round_offset
         self._global = arrays
         self._sent = self.adversary.weights_to_send(server_round, dict(arrays.to_torch_state_dict()))
         return self.inner.configure_train(server_round, ArrayRecord(self._sent), config, grid)
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+    def aggregate_train(self, flower_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        STOP.check()  # replies after a stop: the round is not completed (a resume runs it again)
+        server_round = flower_round + self.round_offset
         replies = list(replies)
         captured = [(reply, self.capture(server_round, reply)) for reply in replies]
-        accepted = [reply for reply, capture in captured if isinstance(capture, ClientUpdate)]
-        updates = [capture for _, capture in captured if isinstance(capture, ClientUpdate)]
-        rejected = [capture for _, capture in captured if isinstance(capture, RejectedReply)]
+        rejected = [capture for _, capture in captured if isinstance(capture, RejectedReply)]  # as they came
+        # Replies arrive in completion order; FedAvg's float sums (and the store) get the
+        # accepted ones by partition, so the same seed gives the same global model, resumed or not.
+        accepted_pairs = sorted(((reply, capture) for reply, capture in captured if isinstance(capture, ClientUpdate)),
+                                key=lambda pair: (pair[1].partition_id, pair[1].node_id))
+        accepted = [reply for reply, _ in accepted_pairs]
+        updates = [capture for _, capture in accepted_pairs]
         self.adversary.observe_round(updates, self.num_rounds, rejected)
         if not updates:
             first = f"; the first: {rejected[0].reason}" if rejected else ""
             raise RunFailed(f"round {server_round}: no reply was accepted ({len(rejected)} of {len(replies)} "
                             f"rejected or failed{first})")
+        # Flower's central-DP wrappers draw their noise from NumPy's global generator: seeded per
+        # round, the noise is the scenario's, not the process's.
+        np.random.seed((self.adversary.scenario.seed * 1_000_003 + server_round) % 2**32)
         arrays, metrics = self.inner.aggregate_train(server_round, accepted)
         if self.adversary.is_random_query(server_round):
             return self._global, metrics

@@ -1,14 +1,18 @@
 """The results store: one SQLite database (WAL) plus PNG grids in a run directory.
 
-Every write commits at once, so a crash later in a run loses nothing already stored.
+A write commits at once unless it is inside :meth:`ResultStore.transaction` (the server
+stores each round's replies in one), so a crash loses at most the round in progress.
 Readers (:meth:`ResultStore.open_existing`) open the database read-only and create nothing.
-Layout of a run directory (private to its owner: 0700)::
+Layout of a run directory (0700; every file in it 0600, whatever the umask)::
 
     results.sqlite      runs (status, error, data-plan digest), rounds (utility, ε), updates
                         (accepted, rejected or failed replies; ε; batch digest), attack_results
                         (status, scores and the mean-image reference, ε, time)
     scenario.toml       the resolved scenario (re-runnable with ``fedleak run``)
+    checkpoint.safetensors  the global model after the last completed round (:mod:`.checkpoint`)
+    captures/           round-{r}.safetensors: the round's captured updates (:mod:`.captures`)
     images/             r{round}-p{partition}-{attack}.png: truth row above reconstruction row
+    .lock               held by the process writing the run (:mod:`.lock`)
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
 
@@ -59,11 +65,34 @@ def new_run_dir(out_dir: Path, name: str) -> Path:
     return make_run_dir(Path(out_dir) / f"{name}-{stamp}-{secrets.token_hex(2)}")
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path``, readable and writable by its owner only (0600)."""
+def open_private(path: Path, mode: str = "w") -> IO[Any]:
+    """Open ``path`` for writing (created or truncated), readable and writable by its owner
+    only: 0600 whatever the umask (``chmod`` after creation, as ``umask`` only clears bits)."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        file.write(text)
+    os.fchmod(descriptor, 0o600)
+    return os.fdopen(descriptor, mode, encoding=None if "b" in mode else "utf-8")
+
+
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` (0600); bytes are written whole to a temporary file first and
+    renamed into place, so a reader or a crash never sees half of them."""
+    if isinstance(data, str):
+        with open_private(path) as file:
+            file.write(data)
+        return
+    partial = path.with_name(f".{path.name}.partial")
+    with open_private(partial, "wb") as file:
+        file.write(data)
+    partial.replace(path)
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) if absent; the folder itself is private to its owner (0700)."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.chmod(0o700)
+    except OSError as error:
+        raise FedleakError(f"--out {path.parent}: cannot create {path.name} there: {error.strerror or error}") from None
 
 
 def make_run_dir(run_dir: Path) -> Path:
@@ -75,10 +104,11 @@ def make_run_dir(run_dir: Path) -> Path:
     try:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         run_dir.mkdir(mode=0o700)
-        (run_dir / "images").mkdir(mode=0o700)
+        run_dir.chmod(0o700)
     except OSError as error:
         raise FedleakError(f"--out {run_dir.parent}: cannot create a run directory there: "
                            f"{error.strerror or error}") from None
+    make_private_dir(run_dir / "images")
     return run_dir
 
 _SCHEMA = """
@@ -119,10 +149,14 @@ class ResultStore:
     def __init__(self, directory: Path, *, read_only: bool = False) -> None:
         self.directory = Path(directory)
         self.read_only = read_only
-        self._lock = threading.Lock()
-        if not read_only:
-            (self.directory / "images").mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._depth = 0
+        """Nesting of :meth:`transaction` (held with ``_lock``): only the outermost commits."""
         path = self.directory / DATABASE
+        if not read_only:
+            make_private_dir(self.directory / "images")
+            if not path.exists():  # SQLite gives its WAL and shared-memory files the database's mode
+                open_private(path, "wb").close()
         self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro" if read_only else path, uri=read_only,
                                    check_same_thread=False)
         self._db.row_factory = sqlite3.Row
@@ -133,7 +167,7 @@ class ResultStore:
         self._add_missing_columns()
 
     def _add_missing_columns(self) -> None:
-        with self._lock, self._db:
+        with self.transaction():
             for table, columns in _ADDED_COLUMNS.items():
                 present = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
                 for name, kind in columns.items():
@@ -162,12 +196,29 @@ class ResultStore:
                                f"(no table {', '.join(missing)})")
         return store
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Every write inside commits together when the outermost ``transaction`` ends (or
+        none, if it raises). Other threads' writes wait for it: keep it short."""
+        with self._lock:
+            self._depth += 1
+            try:
+                yield
+                if self._depth == 1:
+                    self._db.commit()
+            except BaseException:
+                if self._depth == 1:
+                    self._db.rollback()
+                raise
+            finally:
+                self._depth -= 1
+
     def _write(self, sql: str, values: tuple[Any, ...] | dict[str, Any]) -> None:
-        with self._lock, self._db:
+        with self.transaction():
             self._db.execute(sql, values)
 
     def start_run(self, run_id: str, name: str, scenario_toml: str) -> None:
-        (self.directory / "scenario.toml").write_text(scenario_toml)
+        write_private(self.directory / "scenario.toml", scenario_toml)
         self._insert("runs", {"run_id": run_id, "name": name, "started": time.time(), "status": "running",
                               "scenario": scenario_toml})
 
@@ -183,9 +234,20 @@ class ResultStore:
                     (json.dumps(fingerprint, sort_keys=True), record_digest(fingerprint), run_id))
 
     def finish_run(self, run_id: str, status: str = "finished", error: str | None = None) -> None:
-        """``status`` is ``finished`` or ``failed``; ``error`` says why a run failed."""
+        """``status`` is ``finished``, ``failed`` or ``interrupted``; ``error`` says why it did not finish."""
         self._write("UPDATE runs SET finished = ?, status = ?, error = ? WHERE run_id = ?",
                     (time.time(), status, error, run_id))
+
+    def reopen_run(self, run_id: str, last_round: int) -> None:
+        """Make a stopped run ``running`` again from ``last_round``: every row of a later round
+        (what the stopped process stored of the round it did not complete) and every
+        cancelled attack goes, in one transaction, so the resumed run re-creates each once."""
+        with self.transaction():
+            for table in ("rounds", "updates", "attack_results"):
+                self._db.execute(f"DELETE FROM {table} WHERE run_id = ? AND round > ?", (run_id, last_round))
+            self._db.execute("DELETE FROM attack_results WHERE run_id = ? AND status = 'cancelled'", (run_id,))
+            self._db.execute("UPDATE runs SET status = 'running', finished = NULL, error = NULL WHERE run_id = ?",
+                             (run_id,))
 
     def record_round(self, run_id: str, server_round: int, accuracy: float, loss: float,
                      epsilon: Epsilon | None = None) -> None:
@@ -236,7 +298,8 @@ class ResultStore:
         grid = torch.nn.functional.interpolate(grid, scale_factor=scale, mode="nearest")
         from torchvision.utils import save_image  # torchvision only where images are written
 
-        save_image(grid, self.directory / path, nrow=columns, padding=1)
+        with open_private(self.directory / path, "wb") as file:  # clients' real images: 0600
+            save_image(grid, file, format="png", nrow=columns, padding=1)
         return str(path)
 
     def query(self, sql: str, *values: Any) -> list[dict[str, Any]]:

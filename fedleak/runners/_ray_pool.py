@@ -15,7 +15,8 @@ killed if need be, its jobs are reported failed with the reason, and a fresh wor
 takes its place. Nothing a worker did is stored until its outcome arrives here.
 
 The Ray instance is the one already running in this process (Flower's simulation
-engine starts one), else the cluster at ``address`` (a deployment), else a new local one.
+engine starts one), else the cluster at ``address`` (a deployment), else a new local one
+bound to 127.0.0.1 (:func:`~fedleak.runners.ray_config.start_local_ray`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import ray
 from fedleak.attacks import ATTACKS, Attack, AttackStatus
 from fedleak.core.errors import first_line
 from fedleak.runners.base import AttackJob, AttackOutcome, AttackRunner, OutcomeCallback, execute_batch, report
-from fedleak.runners.ray_config import RayRunnerConfig
+from fedleak.runners.ray_config import RayRunnerConfig, start_local_ray
 
 _log = logging.getLogger(__name__)
 _CANCELLED = "cancelled: the run ended before the attack finished"
@@ -94,8 +95,9 @@ class RayPool(AttackRunner):
     def _start(self) -> None:
         """Join Ray and start the workers, at the first submission: in a simulation the
         ServerApp starts before Flower's engine has started Ray, and two ``ray.init`` race."""
-        if not ray.is_initialized():
+        if self.config.address and not ray.is_initialized():
             ray.init(address=self.config.address, include_dashboard=False, log_to_driver=False)
+        start_local_ray(log_to_driver=False)  # (nothing if in a Ray already)
         self._options = {"num_cpus": self.config.num_cpus, "num_gpus": _gpus_per_worker(self.config)}
         self._idle = [self._new_worker() for _ in range(self.config.workers)]
         self._dispatcher = threading.Thread(target=self._dispatch, name="fedleak-attacks", daemon=True)

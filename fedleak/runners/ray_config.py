@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Literal
+import signal
+import stat
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from fedleak.core.config import RunnerConfig
+from fedleak.core.errors import FedleakError
 
 
 class RayRunnerConfig(RunnerConfig):
@@ -40,3 +48,53 @@ class RayRunnerConfig(RunnerConfig):
     grace_s: float = Field(30.0, gt=0)
     """A worker still busy this long after its attack's ``time_budget_s`` is killed and replaced,
     and the attack stored as failed (attacks without a budget are never killed)."""
+
+
+def local_ray_options() -> dict[str, Any]:
+    """``ray.init`` options for a Ray that fedleak starts itself (not one it joins at ``address``):
+    every Ray server on 127.0.0.1 and the session folder private to the user.
+
+    Ray's servers listen on all interfaces, without authentication, unless Ray takes the node
+    for a single-machine one: with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` its node address is
+    the loopback address and the GCS, raylets, drivers and workers bind to it. The variable is
+    read when Ray is imported and passed on to every process Ray starts, so it is set in the
+    environment and, if Ray is already imported, in its constants.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False  # type: ignore[attr-defined]
+    return {"_node_ip_address": "127.0.0.1", "_temp_dir": str(private_ray_dir()), "include_dashboard": False}
+
+
+def start_local_ray(**options: Any) -> None:
+    """Start a local Ray (:func:`local_ray_options` plus ``options``) unless this process is in one.
+
+    ``ray.init`` in the main thread replaces the SIGTERM handler with ``sys.exit``, which ends
+    the main thread wherever it is (in a simulation: Flower's engine loop, leaving its server
+    thread blocked on replies that never come, the process hung). The handler the process had
+    (fedleak's interrupts) is put back. Actors get the driver's ``sys.path`` as Flower's Ray
+    backend gives them, so apps and clients defined outside installed packages import there too.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    in_main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if in_main else None
+    pythonpath = os.pathsep.join(filter(None, [*sys.path, os.environ.get("PYTHONPATH")]))
+    ray.init(**local_ray_options(), runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **options)
+    if in_main:
+        signal.signal(signal.SIGTERM, sigterm)
+
+
+def private_ray_dir() -> Path:
+    """``<tmp>/fedleak-ray-<uid>`` (0700, this user's): Ray's session folders are world-writable
+    (0777) inside it, so nobody else may enter it. Short, as it holds Unix sockets."""
+    path = Path(tempfile.gettempdir()) / f"fedleak-ray-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    info = path.lstat()
+    if info.st_uid != os.getuid() or not stat.S_ISDIR(info.st_mode):
+        raise FedleakError(f"{path}: not a folder of this user's; remove it or set TMPDIR")
+    path.chmod(0o700)
+    return path

@@ -69,10 +69,12 @@ def run_arm(sweep_dir: Path, arm: str, cpus: int | None) -> None:
     if arm not in scenarios:
         raise FedleakError(f"{sweep_dir / SWEEP_FILE}: no arm '{arm}'")
     scenario = parse_scenario(scenarios[arm], source=f"{sweep_dir / SWEEP_FILE}: arm '{arm}'")
-    from fedleak.federation import simulate  # Flower and Ray: only once the arm's scenario is valid
+    from fedleak.federation import interrupts, simulate  # Flower and Ray: only once the arm's scenario is valid
 
     run_dir = sweep_dir / arm
+    interrupts.install()  # the sweep stops an arm with SIGTERM: the arm is stored as interrupted
     simulate(scenario, run_dir, FileProgress(run_dir / PROGRESS_FILE, scenario.federation.rounds), cpus=cpus)
+    interrupts.hold_if_stopping()
 
 
 def die_with(parent: int) -> None:

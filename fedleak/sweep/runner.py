@@ -16,22 +16,20 @@ hold actors the other waits for: that is why the arms do not share one.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from fedleak.core.errors import FedleakError
 from fedleak.results.collection import SWEEP_FILE
-from fedleak.results.store import DATABASE, ResultStore, make_run_dir, write_private
+from fedleak.results.lock import DirectoryLock
+from fedleak.results.store import DATABASE, ResultStore, make_private_dir, make_run_dir, write_private
 from fedleak.scenario import Scenario
 from fedleak.sweep.arm import read_progress
 from fedleak.sweep.progress import SweepView
@@ -87,7 +85,7 @@ class SweepRunner:
         """Each arm's final status (``finished``, ``failed``, ``interrupted``; ``skipped``: it had
         finished before). Ctrl-C stops the running arms and raises ``KeyboardInterrupt``."""
         make_private_dir(self.sweep_dir)
-        with self._locked():
+        with DirectoryLock(self.sweep_dir, "another fedleak sweep is running there"):
             write_private(self.sweep_dir / SWEEP_FILE, self.sweep.to_toml())
             states = {arm: stored_state(self.sweep_dir / arm, s) for arm, s in self.sweep.arms.items()}
             skipped = {arm: state for arm, state in states.items() if state == "finished"}
@@ -142,20 +140,6 @@ class SweepRunner:
         self.view.update(arm, status, read_progress(run_dir), error=_reason(run_dir))
         return status
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Hold the sweep directory's lock: one ``fedleak sweep`` at a time per sweep."""
-        descriptor = os.open(self.sweep_dir / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise FedleakError(f"{self.sweep_dir}: another fedleak sweep is running there") from None
-            yield
-        finally:
-            os.close(descriptor)
-
-
 def _reason(run_dir: Path) -> str | None:
     """Why an arm did not finish: the stored error, else its log's last line."""
     if (run_dir / DATABASE).is_file():
@@ -196,11 +180,3 @@ def set_aside(run_dir: Path, attempts: Path) -> Path:
     while (attempts / f"{run_dir.name}-{number}").exists():
         number += 1
     return run_dir.rename(attempts / f"{run_dir.name}-{number}")
-
-
-def make_private_dir(path: Path) -> None:
-    """Create ``path`` (and parents) if absent; the folder itself is private to its owner."""
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as error:
-        raise FedleakError(f"--out {path.parent}: cannot create {path.name} there: {error.strerror or error}") from None

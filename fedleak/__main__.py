@@ -1,0 +1,5 @@
+"""``python -m fedleak``: the same as the ``fedleak`` command."""
+
+from fedleak.cli import main
+
+main()

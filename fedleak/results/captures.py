@@ -1,0 +1,96 @@
+"""Captured updates on disk: what the server received, kept for resume and later re-attacks.
+
+One safetensors file per round (``captures/round-{r}.safetensors``; an aggregate the
+server unmasked on the SecAgg+ path goes to ``round-{r}-aggregate.safetensors``), written
+once, whole (a temporary file renamed into place), 0600. It holds the weights the server
+sent once per distinct copy (``sent{j}.<key>``) and each update's returned weights
+(``{i}.<key>``), in the model's own dtypes; the header's metadata holds each update's
+node, partition, training metadata and flags as JSON, so a :class:`ClientUpdate` is
+rebuilt exactly (``known_labels``, a threat-model capability, is re-derived, never stored).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save
+
+from fedleak.core.updates import ClientUpdate, UpdateMetadata, Weights
+from fedleak.results.store import make_private_dir, write_private
+
+CAPTURES = "captures"
+
+
+class CaptureStore:
+    """The ``captures/`` folder of one run directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.directory = Path(run_dir) / CAPTURES
+
+    def path(self, server_round: int, kind: str = "") -> Path:
+        return self.directory / f"round-{server_round}{'-' + kind if kind else ''}.safetensors"
+
+    def write(self, server_round: int, updates: list[ClientUpdate], kind: str = "") -> int:
+        """Store ``updates`` (one round's) in one file; returns its size in bytes (0: nothing to store)."""
+        if not updates:
+            return 0
+        sent: list[Weights] = []
+        tensors: dict[str, torch.Tensor] = {}
+        described = []
+        for index, update in enumerate(updates):
+            copy = next((j for j, weights in enumerate(sent) if weights is update.global_weights), None)
+            if copy is None:
+                copy = len(sent)
+                sent.append(update.global_weights)
+                tensors.update(_prefixed(f"sent{copy}", update.global_weights))
+            tensors.update(_prefixed(str(index), update.client_weights))
+            described.append({"sent": copy, "run_id": update.run_id, "round": update.server_round,
+                              "node_id": str(update.node_id), "partition_id": update.partition_id,
+                              "metadata": asdict(update.metadata), "aggregate_of": list(update.aggregate_of),
+                              "random_query": update.random_query, "keys": list(update.client_weights)})
+        make_private_dir(self.directory)
+        data = save(tensors, metadata={"updates": json.dumps(described)})
+        write_private(self.path(server_round, kind), data)
+        return len(data)
+
+    def read(self, server_round: int, kind: str = "") -> list[ClientUpdate]:
+        """The updates stored for ``server_round`` (empty when none were)."""
+        path = self.path(server_round, kind)
+        if not path.is_file():
+            return []
+        with safe_open(str(path), framework="pt") as file:
+            described = json.loads(file.metadata()["updates"])
+            tensors = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118 - not a dict
+        return [_update(entry, index, tensors) for index, entry in enumerate(described)]
+
+    def discard_after(self, server_round: int) -> None:
+        """Remove the files of rounds after ``server_round`` (a resumed run re-creates them)."""
+        for path in self.directory.glob("round-*.safetensors"):
+            if int(path.stem.split("-")[1]) > server_round:
+                path.unlink()
+
+    def size_bytes(self) -> tuple[int, int]:
+        """(files, bytes) stored."""
+        sizes = [path.stat().st_size for path in self.directory.glob("round-*.safetensors")]
+        return len(sizes), sum(sizes)
+
+
+def _prefixed(prefix: str, weights: Weights) -> dict[str, torch.Tensor]:
+    # safetensors refuses views sharing storage: each tensor gets its own contiguous copy
+    return {f"{prefix}.{key}": tensor.detach().cpu().contiguous().clone() for key, tensor in weights.items()}
+
+
+def _update(entry: dict[str, Any], index: int, tensors: dict[str, torch.Tensor]) -> ClientUpdate:
+    keys = entry["keys"]
+    return ClientUpdate(
+        run_id=entry["run_id"], server_round=entry["round"], node_id=int(entry["node_id"]),
+        partition_id=entry["partition_id"],
+        global_weights={key: tensors[f"sent{entry['sent']}.{key}"] for key in keys},
+        client_weights={key: tensors[f"{index}.{key}"] for key in keys},
+        metadata=UpdateMetadata(**entry["metadata"]), aggregate_of=tuple(entry["aggregate_of"]),
+        random_query=entry["random_query"])
