@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Federated learning with an adversarial server that reconstructs client data.")
 # Rich falls back to 80 columns when piped; the results and comparison tables need more.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 180)
 
 
 @app.command()
@@ -108,6 +108,31 @@ def resume(
     _simulate(scenario, run_dir, verbose, resume=True)
 
 
+@app.command()
+def attack(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with captured updates (captures/).")],
+    attack_name: Annotated[str, typer.Option("--attack", help="Registered attack name (e.g. inverting, idlg).")],
+    set_: Annotated[list[str], typer.Option("--set", help="Override an attack key: --set iterations=8000")] = [],  # noqa: B006
+    server_round: Annotated[list[int], typer.Option("--round", help="Only this round (repeatable).")] = [],  # noqa: B006
+    client: Annotated[list[int], typer.Option("--client", help="Only this partition id (repeatable).")] = [],  # noqa: B006
+    runner: Annotated[str, typer.Option(help="Where the attacks run: inline (this process) or ray.")] = "inline",
+) -> None:
+    """Attack a stored run's captured updates again, without running the federation: the results
+    are stored beside the run's own, labelled with the --set overrides (re-running the same
+    settings replaces their earlier rows). Starts from the scenario's settings for that attack."""
+    from fedleak.adversary.progress import ConsoleProgress
+    from fedleak.adversary.reattack import Selection, reattack
+
+    selection = Selection(set(server_round) or None, set(client) or None)
+    console.print(f"fedleak: attacking the captures of {run_dir} with [bold]{attack_name}[/]")
+    summary = reattack(run_dir, attack_name, set_, selection, runner, ConsoleProgress())
+    console.print(f"attacked {summary.updates} stored updates as '{attack_name} [{summary.variant}]' (read "
+                  f"{_megabytes(summary.bytes_read)} of captures)"
+                  + (f"; replaced {summary.replaced} earlier results of the same settings" if summary.replaced
+                     else ""), markup=False)
+    results(run_dir)
+
+
 def _raise_if_failed(run_dir: Path) -> None:
     from fedleak.results.lock import shown_status
     from fedleak.results.store import ResultStore
@@ -165,9 +190,12 @@ def _print_run(store: ResultStore, run_dir: Path, run_row: dict[str, Any]) -> No
     console.print(f"attacks: {attacks['ok'] or 0} finished, {attacks['failed'] or 0} failed, "
                   f"{attacks['not_applicable'] or 0} not applicable, "
                   f"{attacks['cancelled'] or 0} cancelled at the end of the run")
-    files, size = CaptureStore(run_dir).size_bytes()
-    console.print(f"captured updates on disk: {files} round files, {_megabytes(size)} ({run_dir / 'captures'})",
-                  markup=False)
+    captures = CaptureStore(run_dir)
+    files, size = captures.size_bytes()
+    updates = captures.count_updates()
+    per_update = f", {_megabytes(size // updates)} per update" if updates else ""
+    console.print(f"captured updates on disk: {files} round files, {updates} updates, {_megabytes(size)}"
+                  f"{per_update} ({run_dir / 'captures'})", markup=False)
     status = shown_status(run_dir, run_row["status"])
     error = run_row["error"]
     if status == "interrupted" and run_row["status"] == "running":

@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -191,10 +192,14 @@ def test_ctrl_c_ends_the_run_interrupted_with_130_its_files_private_and_its_serv
     try:
         run_dir = _wait_for_round(process, tmp_path, 2)
         listening = _listening_addresses(_session_pids(process.pid))
+        ray_folder = Path(tempfile.gettempdir(), f"fedleak-ray-{os.getuid()}")
+        ray_folder_mode = ray_folder.stat().st_mode & 0o777  # Ray makes its own folder 0777: this one holds it
+        ray_session = (ray_folder / "r" / "session_latest").resolve()
         seconds = _signal_and_time(process, signal.SIGINT, group=True)
     finally:
         _kill_group_leftovers(process)
     assert listening and all(_is_loopback(address) for address in listening), listening  # driver, GCS, raylet
+    assert ray_folder_mode == 0o700 and ray_session.is_relative_to(ray_folder)
     assert process.returncode == 130 and seconds < EXIT_SECONDS
     shown = _results(run_dir)
     assert "status: interrupted (interrupted by SIGINT after round 2 of 5" in shown and "fedleak resume" in shown

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -44,6 +45,7 @@ class Adversary:
         store: ResultStore,
         runner: AttackRunner,
         progress: Progress | None = None,
+        variant: str | None = None,
     ) -> None:
         self.scenario = scenario
         self.model = model
@@ -51,6 +53,8 @@ class Adversary:
         self.store = store
         self.runner = runner
         self.progress = progress or Progress()
+        self.variant = variant
+        """Stored with each result: an offline re-attack's label (:mod:`fedleak.adversary.reattack`)."""
         self.ledger = PrivacyLedger(scenario.defense_pipeline(), scenario.accounting.delta)
         self.captures = CaptureStore(store.directory)
         self._epsilon: dict[tuple[int, tuple[int, ...]], Epsilon] = {}
@@ -122,9 +126,9 @@ class Adversary:
         self._epsilon[(update.server_round, update.partitions)] = epsilon
         self.store.record_update(update, epsilon,
                                  self.evaluator.batch_digest(update.partitions, update.server_round))
-        return self._jobs(update, [attack.name for attack in self.scenario.attacks]) if self.wants(update) else []
+        return self.jobs_for(update, [attack.name for attack in self.scenario.attacks]) if self.wants(update) else []
 
-    def _jobs(self, update: ClientUpdate, attacks: list[str]) -> list[AttackJob]:
+    def jobs_for(self, update: ClientUpdate, attacks: list[str]) -> list[AttackJob]:
         """The jobs of ``attacks`` (names in the scenario) on ``update``; unmet requirements stored at once."""
         if self.scenario.threat.known_labels:  # a capability flag: granted by the scenario
             truth = self.evaluator.ground_truth(update.partitions, update.server_round)
@@ -173,6 +177,18 @@ class Adversary:
         participations, and every attack of a completed round without a stored result (it was
         queued, running or cancelled when the run stopped) is carried over to the next
         submission, re-run from the stored capture. Returns how many attacks are carried over."""
+        rows = self.replay_ledger()
+        done = {(r["round"], r["node_id"], r["attack"])
+                for r in self.store.query("SELECT round, node_id, attack FROM attack_results WHERE variant IS NULL")}
+        for server_round in sorted({row["round"] for row in rows}):
+            kept = {str(u.node_id): u for kind in ("", "aggregate") for u in self.captures.read(server_round, kind)}
+            for row in (r for r in rows if r["round"] == server_round):
+                self._carry(row, kept.get(row["node_id"]), done)
+        return len(self._carried)
+
+    def replay_ledger(self) -> list[dict[str, Any]]:
+        """Replay the stored accepted updates into the privacy ledger and the ε of each attacked
+        update, as they were when observed; returns their rows in the order they were stored."""
         rows = self.store.query("SELECT round, node_id, partition_id, aggregate_of, local_steps, batch_size, epsilon, "
                                 "model_epsilon FROM updates WHERE status = 'accepted' ORDER BY round, rowid")
         for row in rows:
@@ -180,13 +196,7 @@ class Adversary:
             if not row["aggregate_of"]:
                 self._participate(row["partition_id"], row["batch_size"], row["local_steps"])
             self._epsilon[(row["round"], partitions)] = Epsilon(row["epsilon"], row["model_epsilon"])
-        done = {(r["round"], r["node_id"], r["attack"])
-                for r in self.store.query("SELECT round, node_id, attack FROM attack_results")}
-        for server_round in sorted({row["round"] for row in rows}):
-            kept = {str(u.node_id): u for kind in ("", "aggregate") for u in self.captures.read(server_round, kind)}
-            for row in (r for r in rows if r["round"] == server_round):
-                self._carry(row, kept.get(row["node_id"]), done)
-        return len(self._carried)
+        return rows
 
     def _carry(self, row: dict[str, Any], update: ClientUpdate | None, done: set[tuple[int, str, str]]) -> None:
         """Carry over the attacks on one stored update that have no result; without its capture, log why not."""
@@ -198,7 +208,7 @@ class Adversary:
                              row["round"], len(missing))
             return
         if self.wants(update):
-            self._carried.extend(self._jobs(update, missing))
+            self._carried.extend(self.jobs_for(update, missing))
 
     def _account(self, update: ClientUpdate) -> Epsilon:
         """A client's participation enters the ledger; an aggregate's ε is its worst contributor's."""
@@ -244,6 +254,7 @@ class Adversary:
             defenses=[d.as_table() for d in self.scenario.defenses],
             epsilon=epsilon.update, model_epsilon=epsilon.model, random_query=update.random_query,
             batch_seconds=outcome.batch_seconds, batch_size=outcome.batch_size,
+            attack_config=outcome.job.config.model_dump(mode="json"), variant=self.variant,
         )
 
     def _score(self, outcome: AttackOutcome, result: AttackResult) -> str | None:
@@ -258,6 +269,8 @@ class Adversary:
         if not self.scenario.save_images:
             return None
         name = f"r{update.server_round}-p{update.partition_id}-{outcome.job.attack}"
+        if self.variant:  # beside the run's own grid, not over it
+            name += "-" + re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.variant)
         # Matched samples first (reconstruction below its sample), then unmatched ones.
         matched = set(scores.truth_index.tolist())
         order = [*scores.truth_index, *(i for i in range(len(truth)) if i not in matched)]

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from fedleak.client.training import train_locally
+from fedleak.client.training import evaluate, train_locally
 from fedleak.core import wire
 from fedleak.core.config import TrainingConfig
 from fedleak.core.updates import Weights
@@ -56,3 +57,13 @@ def local_round(scenario: Scenario, partition_id: int, server_round: int, traini
         wire.BATCH_SIZE: training.batch_size, wire.TRAIN_LOSS: report.mean_loss,
     }
     return LocalReply(arrays, pipeline.encoding, metrics)
+
+
+def local_evaluation(scenario: Scenario, partition_id: int, sent: Weights) -> dict[str, int | float]:
+    """Accuracy and loss of ``sent`` on this client's shard, under the keys Flower's examples
+    use (``eval_acc``, ``eval_loss``, ``num-examples``): what a stock server's evaluate round asks."""
+    splits = load_dataset(scenario.dataset)
+    shard = build_plan(scenario.seed, scenario.dataset, scenario.partition).shard(partition_id)
+    accuracy, loss = evaluate(scenario.model_spec(splits).with_weights(sent),
+                              splits.train.subset(torch.as_tensor(shard)))
+    return {"eval_acc": accuracy, "eval_loss": loss, wire.NUM_EXAMPLES: len(shard)}

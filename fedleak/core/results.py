@@ -57,3 +57,8 @@ class AttackResult:
     """Wall time of the whole batch this attack ran in (``None``: it did not run)."""
     batch_size: int = 1
     """Attacks solved together in that batch."""
+    attack_config: dict[str, Any] = field(default_factory=dict)
+    """The attack's whole config as it ran (its defaults filled in)."""
+    variant: str | None = None
+    """An offline re-attack's label (``fedleak attack``: its ``--set`` overrides, e.g.
+    ``iterations=8000``); ``None`` for the scenario's own attacks, run during the federation."""

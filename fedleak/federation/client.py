@@ -11,14 +11,14 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from flwr.app import Context, Message
+from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.client import NumPyClient
 from flwr.client.message_handler.message_handler import handle_legacy_message_from_msgtype
 from flwr.client.mod import make_ffn
 from flwr.clientapp import ClientApp
 from flwr.common import Scalar
 
-from fedleak.client.local_round import local_round
+from fedleak.client.local_round import local_evaluation, local_round
 from fedleak.core import wire
 from fedleak.core.errors import FedleakError
 from fedleak.federation import records
@@ -43,10 +43,18 @@ def train(message: Message, context: Context, scenario: Scenario) -> Message:
     """The Message API train handler: one :func:`local_round`."""
     config = message.content.config_records["config"]
     reply = local_round(scenario, partition_of(context, scenario), int(records.scalar(config, "server-round")),
-                        records.training_from_record(config),
+                        records.training_from_record(config, scenario.training),
                         message.content.array_records["arrays"].to_torch_state_dict())
     content = records.reply_content(reply.arrays, reply.encoding, reply.metrics)
     return Message(content=content, reply_to=message)
+
+
+def evaluate(message: Message, context: Context, scenario: Scenario) -> Message:
+    """The Message API evaluate handler: the received model on this client's shard (fedleak's
+    own server evaluates centrally and sends none; a stock server's FedAvg does)."""
+    sent = message.content.array_records["arrays"].to_torch_state_dict()
+    metrics = local_evaluation(scenario, partition_of(context, scenario), sent)
+    return Message(content=RecordDict({"metrics": MetricRecord({**metrics})}), reply_to=message)
 
 
 class LegacyClient(NumPyClient):
@@ -61,7 +69,7 @@ class LegacyClient(NumPyClient):
             ) -> tuple[list[np.ndarray], int, dict[str, Scalar]]:
         sent = {k: torch.from_numpy(np.array(a)) for k, a in zip(self.names, parameters, strict=True)}
         reply = local_round(self.scenario, self.partition_id, int(records.scalar(config, "server-round")),
-                            records.training_from_record(config), sent)
+                            records.training_from_record(config, self.scenario.training), sent)
         return [reply.arrays[k] for k in self.names], int(reply.metrics[wire.NUM_EXAMPLES]), dict(reply.metrics)
 
 
@@ -87,6 +95,10 @@ def build_client_app(load_scenario: ScenarioLoader) -> ClientApp:
         pipeline = scenario.defense_pipeline()
         handler = legacy_train if pipeline.legacy_path else train
         return make_ffn(lambda msg, ctx: handler(msg, ctx, scenario), pipeline.client_mods())(message, context)
+
+    @app.evaluate()
+    def _evaluate(message: Message, context: Context) -> Message:
+        return evaluate(message, context, load_scenario(context))
 
     return app
 

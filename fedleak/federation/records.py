@@ -8,9 +8,11 @@ from typing import Any
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from pydantic import ValidationError
 
 from fedleak.core import wire
 from fedleak.core.config import TrainingConfig
+from fedleak.core.errors import FedleakError
 from fedleak.core.updates import ClientUpdate, UpdateMetadata, Weights
 from fedleak.data import load_dataset
 from fedleak.defenses import DEFENSES
@@ -22,9 +24,23 @@ def training_record(training: TrainingConfig) -> ConfigRecord:
     return ConfigRecord({key.replace("_", "-"): value for key, value in training.model_dump().items()})
 
 
-def training_from_record(record: Mapping[str, Any]) -> TrainingConfig:
-    """The training config a server sent (a Message API ConfigRecord, or a legacy FitIns config)."""
-    return TrainingConfig.model_validate({k: record[k.replace("_", "-")] for k in TrainingConfig.model_fields})
+def training_from_record(record: Mapping[str, Any], defaults: TrainingConfig) -> TrainingConfig:
+    """The training config a server sent (a Message API ConfigRecord, or a legacy FitIns config).
+
+    A key the server did not send keeps the client's own scenario value (``defaults``), so a
+    stock Flower server, which sends only ``server-round`` and whatever its ``train_config``
+    holds (say ``lr``), can drive fedleak's clients.
+
+    Raises:
+        FedleakError: keys the server sent are invalid (one line naming every one).
+    """
+    sent = {name: record[name.replace("_", "-")] for name in TrainingConfig.model_fields
+            if name.replace("_", "-") in record}
+    try:
+        return TrainingConfig.model_validate({**defaults.model_dump(), **sent})
+    except ValidationError as error:
+        problems = "; ".join(f"'{'.'.join(map(str, e['loc'])).replace('_', '-')}': {e['msg']}" for e in error.errors())
+        raise FedleakError(f"the server's train config: {problems}") from None
 
 
 def scalar(record: Mapping[str, Any], key: str) -> float:

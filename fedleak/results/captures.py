@@ -74,10 +74,23 @@ class CaptureStore:
             if int(path.stem.split("-")[1]) > server_round:
                 path.unlink()
 
+    def stored(self) -> list[tuple[int, str]]:
+        """The (round, kind) of every file stored, by round (a round's clients before its aggregate)."""
+        found = [path.stem.split("-", 2)[1:] for path in self.directory.glob("round-*.safetensors")]
+        return sorted((int(parts[0]), parts[1] if len(parts) > 1 else "") for parts in found)
+
     def size_bytes(self) -> tuple[int, int]:
         """(files, bytes) stored."""
         sizes = [path.stat().st_size for path in self.directory.glob("round-*.safetensors")]
         return len(sizes), sum(sizes)
+
+    def count_updates(self) -> int:
+        """How many updates the stored files hold (read from their headers only)."""
+        count = 0
+        for server_round, kind in self.stored():
+            with safe_open(str(self.path(server_round, kind)), framework="pt") as file:
+                count += len(json.loads(file.metadata()["updates"]))
+        return count
 
 
 def _prefixed(prefix: str, weights: Weights) -> dict[str, torch.Tensor]:

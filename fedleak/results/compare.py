@@ -22,19 +22,19 @@ from typing import Any
 
 from fedleak.core.errors import FedleakError
 from fedleak.results.collection import RunDir, collect_runs
-from fedleak.results.store import ResultStore
+from fedleak.results.store import ATTACK_LABEL, ResultStore
 
 # An aggregate (what SecAgg+ unmasks: partition −1) is another target than one client's update.
-_ATTACKS_PER_ROUND = """
-SELECT round, attack || CASE WHEN partition_id < 0 THEN ' (aggregate)' ELSE '' END AS attack,
+_ATTACKS_PER_ROUND = f"""
+SELECT round, {ATTACK_LABEL} || CASE WHEN partition_id < 0 THEN ' (aggregate)' ELSE '' END AS attack,
        COUNT(*) AS attacked, SUM(status = 'ok') AS ok,
        AVG(success_rate) AS success_rate, AVG(psnr) AS psnr, MAX(best_psnr) AS best_psnr, AVG(ssim) AS ssim,
        AVG(label_accuracy) AS label_accuracy, AVG(prior_psnr) AS prior_psnr, AVG(prior_ssim) AS prior_ssim,
        AVG(leakage) AS leakage, MAX(leakage) AS worst_leakage, MAX(recovered_rate) AS recovered_rate
 FROM attack_results WHERE run_id = ? GROUP BY 1, 2 ORDER BY 1, 2
 """
-_IMAGES = """
-SELECT round, partition_id, attack, image, psnr FROM attack_results
+_IMAGES = f"""
+SELECT round, partition_id, {ATTACK_LABEL} AS attack, image, psnr FROM attack_results
 WHERE run_id = ? AND image IS NOT NULL ORDER BY round, partition_id, attack
 """
 _ROUNDS = """

@@ -23,7 +23,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -134,10 +134,14 @@ _ADDED_COLUMNS = {
     "runs": {"risk_index": "REAL", "audit": "TEXT", "error": "TEXT", "data_plan": "TEXT", "plan_digest": "TEXT"},
     "attack_results": {"label_count_accuracy": "REAL", "random_query": "INTEGER", "ssim_success_rate": "REAL",
                        "batch_seconds": "REAL", "batch_size": "INTEGER", "best_psnr": "REAL", "prior_psnr": "REAL",
-                       "prior_ssim": "REAL", "leakage": "REAL", "recovered_rate": "REAL"},
+                       "prior_ssim": "REAL", "leakage": "REAL", "recovered_rate": "REAL",
+                       "attack_config": "TEXT", "variant": "TEXT"},
     "updates": {"random_query": "INTEGER", "status": "TEXT", "reason": "TEXT", "batch_digest": "TEXT"},
 }
 """Columns newer than the first schema, added to every database (new or written before them) when opened."""
+
+ATTACK_LABEL = "attack || COALESCE(' [' || variant || ']', '')"
+"""SQL: an attack result's label, its offline re-attack's settings after the name (``inverting [iterations=8000]``)."""
 
 _METRICS = ("mse", "psnr", "best_psnr", "ssim", "label_accuracy", "label_count_accuracy", "success_rate",
             "ssim_success_rate", "prior_psnr", "prior_ssim", "leakage", "recovered_rate")
@@ -249,6 +253,18 @@ class ResultStore:
             self._db.execute("UPDATE runs SET status = 'running', finished = NULL, error = NULL WHERE run_id = ?",
                              (run_id,))
 
+    def discard_attack_results(self, run_id: str, attack: str, variant: str,
+                               targets: Iterable[tuple[int, str]]) -> int:
+        """Remove the results of ``attack`` labelled ``variant`` on ``targets`` ((round, node id)),
+        in one transaction: a re-attack with the same settings replaces them. Returns how many."""
+        removed = 0
+        with self.transaction():
+            for server_round, node_id in targets:
+                removed += self._db.execute(
+                    "DELETE FROM attack_results WHERE run_id = ? AND round = ? AND node_id = ? AND attack = ? "
+                    "AND variant = ?", (run_id, server_round, node_id, attack, variant)).rowcount
+        return removed
+
     def record_round(self, run_id: str, server_round: int, accuracy: float, loss: float,
                      epsilon: Epsilon | None = None) -> None:
         """The global model after ``server_round``: utility, and the worst client's ε so far."""
@@ -277,7 +293,7 @@ class ResultStore:
         row = asdict(result)
         metrics = row.pop("metrics")
         row.update({k: metrics.get(k) for k in _METRICS})
-        row.update({k: json.dumps(row[k]) for k in ("threat", "defenses", "extras")})
+        row.update({k: json.dumps(row[k]) for k in ("threat", "defenses", "extras", "attack_config")})
         row["image"] = image
         row["round"] = row.pop("server_round")
         row["node_id"] = str(row["node_id"])  # Flower node ids are 64-bit unsigned

@@ -5,19 +5,20 @@ from __future__ import annotations
 import csv
 import io
 
+from rich.markup import escape
 from rich.table import Table
 
 from fedleak.results.compare import ArmSummary, Comparison, points
-from fedleak.results.store import ResultStore
+from fedleak.results.store import ATTACK_LABEL, ResultStore
 
-_ATTACK_SUMMARY = """
-SELECT round, attack, COUNT(*) AS attacks, SUM(status = 'ok') AS ok,
+_ATTACK_SUMMARY = f"""
+SELECT round, {ATTACK_LABEL} AS attack, COUNT(*) AS attacks, SUM(status = 'ok') AS ok,
        AVG(psnr) AS psnr, AVG(ssim) AS ssim, AVG(mse) AS mse,
        AVG(label_accuracy) AS label_accuracy,
        AVG(label_count_accuracy) AS label_count_accuracy, AVG(success_rate) AS success_rate,
        AVG(ssim_success_rate) AS ssim_success_rate, AVG(prior_psnr) AS prior_psnr, AVG(leakage) AS leakage,
        AVG(seconds) AS seconds
-FROM attack_results WHERE run_id = ? GROUP BY round, attack ORDER BY round, attack
+FROM attack_results WHERE run_id = ? GROUP BY 1, 2 ORDER BY 1, 2
 """
 
 
@@ -52,11 +53,11 @@ def round_table(store: ResultStore, run_id: str) -> Table:
     table = Table(title=f"run {run_id}", caption="query: a malicious random-parameter round" if queried else None)
     for column in ("round", "test acc", "ε", "ε model", "attack", "ok/total", "PSNR dB", "mean img dB", "leakage",
                    "SSIM", "MSE", "label acc", "label counts", "MSE<1e-3", "SSIM>0.4", "s/attack"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=column == "attack")
     rows = store.query(_ATTACK_SUMMARY, run_id)
     for row in rows:
         table.add_row(
-            label(row["round"]), *utility(row["round"]), row["attack"],
+            label(row["round"]), *utility(row["round"]), escape(row["attack"]),  # "idlg [lr=1]" is not markup
             f"{row['ok']}/{row['attacks']}", fmt(row["psnr"], ".2f"), fmt(row["prior_psnr"], ".2f"),
             fmt(row["leakage"], ".2f"), fmt(row["ssim"], ".3f"),
             fmt(row["mse"], ".2e"), fmt(row["label_accuracy"], ".0%"), fmt(row["label_count_accuracy"], ".0%"),
@@ -80,7 +81,7 @@ def comparison_tables(comparison: Comparison, every_round: bool = False) -> list
     rounds = Table(title="per round", caption="; ".join(notes) or None)
     for column in ("round", "arm", "test acc", "ε", "ε model", "attack", "ok/total", "MSE<1e-3", "PSNR dB",
                    "best dB", "mean img dB", "leakage", "SSIM", "label acc"):
-        rounds.add_column(column, justify="right", no_wrap=column == "arm")
+        rounds.add_column(column, justify="right", no_wrap=column in ("arm", "attack"))
     for row in (row for row in comparison.rows if row["round"] in shown):
         attack = row.get("attack")
         scores = ["–"] * 8 if attack is None else [
@@ -88,7 +89,7 @@ def comparison_tables(comparison: Comparison, every_round: bool = False) -> list
             fmt(row["best_psnr"], ".1f"), fmt(row["prior_psnr"], ".1f"), fmt(row["leakage"], ".2f"),
             fmt(row["ssim"], ".3f"), fmt(row["label_accuracy"], ".0%")]
         rounds.add_row(str(row["round"]), row["arm"], fmt(row["test_accuracy"], ".1%"), fmt(row["epsilon"], ".3g"),
-                       fmt(row["model_epsilon"], ".3g"), attack or "–", *scores)
+                       fmt(row["model_epsilon"], ".3g"), escape(attack or "–"), *scores)
     arms = Table(title="per arm", caption=_verdict(comparison))
     for column in ("arm", "status", "final acc", "cost", "ε", "ε model", "worst leakage", "best dB", "recovered",
                    "defends"):

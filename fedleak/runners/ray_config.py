@@ -89,12 +89,13 @@ def start_local_ray(**options: Any) -> None:
 
 
 def private_ray_dir() -> Path:
-    """``<tmp>/fedleak-ray-<uid>`` (0700, this user's): Ray's session folders are world-writable
-    (0777) inside it, so nobody else may enter it. Short, as it holds Unix sockets."""
-    path = Path(tempfile.gettempdir()) / f"fedleak-ray-{os.getuid()}"
-    path.mkdir(mode=0o700, exist_ok=True)
-    info = path.lstat()
+    """``<tmp>/fedleak-ray-<uid>/r``: Ray makes the folder it is given world-writable (0777,
+    ``try_make_directory_shared``), so it gets one inside a 0700 folder of this user's that
+    nobody else may enter. Short, as it holds Unix sockets."""
+    private = Path(tempfile.gettempdir()) / f"fedleak-ray-{os.getuid()}"
+    private.mkdir(mode=0o700, exist_ok=True)
+    info = private.lstat()
     if info.st_uid != os.getuid() or not stat.S_ISDIR(info.st_mode):
-        raise FedleakError(f"{path}: not a folder of this user's; remove it or set TMPDIR")
-    path.chmod(0o700)
-    return path
+        raise FedleakError(f"{private}: not a folder of this user's; remove it or set TMPDIR")
+    private.chmod(0o700)
+    return private / "r"
