@@ -29,6 +29,7 @@ from fedleak.core.updates import ClientUpdate, RejectedReply, Weights
 from fedleak.defenses import LocalRound
 from fedleak.models import ModelSpec
 from fedleak.results.captures import CaptureStore
+from fedleak.results.reconstructions import StoredReconstruction, write_reconstruction
 from fedleak.results.store import ResultStore
 from fedleak.runners import AttackJob, AttackOutcome, AttackRunner
 from fedleak.scenario import Scenario
@@ -227,15 +228,16 @@ class Adversary:
         Scoring or storing that fails is stored as a failed result with the reason (and
         logged), so one bad outcome costs only its own row — with either runner."""
         result = self._result(outcome)
-        image = None
+        image = kept = None
         if outcome.reconstruction is not None:
+            kept = self._keep_whole(outcome)
             try:
                 image = self._score(outcome, result)
             except Exception as error:  # noqa: BLE001 - a scoring bug must not stop the round's other results
                 _log.exception("scoring %s failed", outcome.job.attack)
                 result = self._result(outcome, f"scoring failed: {type(error).__name__}: {first_line(error)}")
         try:
-            self.store.record_attack(result, image)
+            self.store.record_attack(result, image, kept)
         except Exception as error:  # noqa: BLE001 - e.g. extras SQLite cannot take: keep the row, without them
             _log.exception("storing the result of %s failed", outcome.job.attack)
             result = self._result(outcome, f"storing failed: {type(error).__name__}: {first_line(error)}")
@@ -257,6 +259,27 @@ class Adversary:
             attack_config=outcome.job.config.model_dump(mode="json"), variant=self.variant,
         )
 
+    def _artifact_name(self, outcome: AttackOutcome) -> str:
+        """The file name (no suffix) of an outcome's image grid and kept reconstruction."""
+        update = outcome.job.update
+        name = f"r{update.server_round}-p{update.partition_id}-{outcome.job.attack}"
+        if self.variant:  # beside the run's own files, not over them
+            name += "-" + re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.variant)
+        return name
+
+    def _keep_whole(self, outcome: AttackOutcome) -> str | None:
+        """Store every image, label and extra the attack returned (under ``save_images``); the
+        file's path, or ``None`` (not kept, or the write failed: logged, the score still stored)."""
+        reconstruction = outcome.reconstruction
+        if reconstruction is None or not self.scenario.save_images:
+            return None
+        try:
+            return write_reconstruction(self.store.directory, self._artifact_name(outcome), StoredReconstruction(
+                reconstruction.images, reconstruction.labels, reconstruction.extras))
+        except Exception:  # noqa: BLE001 - e.g. a full disk: the scores matter more than the raw file
+            _log.exception("keeping the reconstruction of %s failed", outcome.job.attack)
+            return None
+
     def _score(self, outcome: AttackOutcome, result: AttackResult) -> str | None:
         """Fill ``result``'s metrics from the matched scores; the saved image grid, if any."""
         update, reconstruction = outcome.job.update, outcome.reconstruction
@@ -268,9 +291,7 @@ class Adversary:
         result.extras = reconstruction.extras
         if not self.scenario.save_images:
             return None
-        name = f"r{update.server_round}-p{update.partition_id}-{outcome.job.attack}"
-        if self.variant:  # beside the run's own grid, not over it
-            name += "-" + re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.variant)
+        name = self._artifact_name(outcome)
         # Matched samples first (reconstruction below its sample), then unmatched ones.
         matched = set(scores.truth_index.tolist())
         order = [*scores.truth_index, *(i for i in range(len(truth)) if i not in matched)]

@@ -135,7 +135,7 @@ _ADDED_COLUMNS = {
     "attack_results": {"label_count_accuracy": "REAL", "random_query": "INTEGER", "ssim_success_rate": "REAL",
                        "batch_seconds": "REAL", "batch_size": "INTEGER", "best_psnr": "REAL", "prior_psnr": "REAL",
                        "prior_ssim": "REAL", "leakage": "REAL", "recovered_rate": "REAL",
-                       "attack_config": "TEXT", "variant": "TEXT"},
+                       "attack_config": "TEXT", "variant": "TEXT", "reconstruction": "TEXT"},
     "updates": {"random_query": "INTEGER", "status": "TEXT", "reason": "TEXT", "batch_digest": "TEXT"},
 }
 """Columns newer than the first schema, added to every database (new or written before them) when opened."""
@@ -289,12 +289,15 @@ class ResultStore:
                                  "partition_id": reply.partition_id, "status": reply.status,
                                  "reason": reply.reason})
 
-    def record_attack(self, result: AttackResult, image: str | None = None) -> None:
+    def record_attack(self, result: AttackResult, image: str | None = None,
+                      reconstruction: str | None = None) -> None:
+        """One attack's result; ``image`` and ``reconstruction``: the paths of its grid and of
+        everything it returned (:mod:`fedleak.results.reconstructions`), relative to the run directory."""
         row = asdict(result)
         metrics = row.pop("metrics")
         row.update({k: metrics.get(k) for k in _METRICS})
         row.update({k: json.dumps(row[k]) for k in ("threat", "defenses", "extras", "attack_config")})
-        row["image"] = image
+        row["image"], row["reconstruction"] = image, reconstruction
         row["round"] = row.pop("server_round")
         row["node_id"] = str(row["node_id"])  # Flower node ids are 64-bit unsigned
         self._insert("attack_results", row)
