@@ -22,7 +22,11 @@ attacks (the dispatch path and an attack's set-up, e.g. iDLG's label inference) 
 full attacks (their compute shares the machine with the federation: on a CPU-only
 machine, the same cores). Round time = time between the server's evaluations of
 consecutive rounds, rounds ≥ 2 (round 1 includes starting the actors). Reported as
-medians and means, and as their ratios to plain FedAvg measured in the same run.
+medians and means, and as their ratios to plain FedAvg measured in the same run. Beside
+them, the server's own time per round in the outermost strategy's ``aggregate_train``
+(plain: FedAvg's average; fedleak: the reply checks, capture, store and the same average):
+what the adversary adds to the round's critical path, less exposed to the noise of the
+clients sharing the machine.
 Flower's simulation polls for messages every 0.1 s, so round times come in steps of
 about 0.1 s: a FedSGD round (~0.3 s) cannot resolve 5 %; FedAvg rounds of seconds can.
 
@@ -41,6 +45,8 @@ import shutil
 import statistics
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +63,7 @@ from fedleak.client.training import evaluate, offline_update
 from fedleak.data import ImageDataset, load_dataset
 from fedleak.federation import build_server_app, records, run_simulated
 from fedleak.federation.server import mean_train_loss
+from fedleak.federation.strategy import AdversarialStrategy
 from fedleak.models import ModelSpec
 from fedleak.results.store import new_run_dir
 from fedleak.runners import AttackJob, AttackOutcome, execute, execute_batch
@@ -249,31 +256,61 @@ def round_scenario(args, arm: str) -> Scenario:
     })
 
 
-def round_times(args, arm: str, out: Path) -> list[float]:
-    scenario, stamps = round_scenario(args, arm), _Stamps()
+@contextmanager
+def _timed(cls: type, method: str, sink: list[float]) -> Iterator[None]:
+    """Append to ``sink`` the wall time of every call of ``cls.method`` (in the server's thread)."""
+    original = getattr(cls, method)
+
+    def timed(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            sink.append(time.perf_counter() - start)
+
+    setattr(cls, method, timed)
+    try:
+        yield
+    finally:
+        setattr(cls, method, original)
+
+
+def round_times(args, arm: str, out: Path) -> tuple[list[float], list[float]]:
+    """Rounds 2..R: the round times, and the server's time in the outermost strategy's
+    ``aggregate_train`` (plain: FedAvg's; capture: fedleak's checks, capture and store, then FedAvg's)."""
+    scenario, stamps, aggregating = round_scenario(args, arm), _Stamps(), []
     app = (plain_fedavg_app(scenario, stamps) if arm == "fedavg"
            else build_server_app(lambda _: (scenario, new_run_dir(out, scenario.name)), stamps))
-    run_simulated(app, scenario)
+    with _timed(FedAvg if arm == "fedavg" else AdversarialStrategy, "aggregate_train", aggregating):
+        run_simulated(app, scenario)
     if ray.is_initialized():
         ray.shutdown()
-    return [b - a for a, b in zip(stamps.times, stamps.times[1:])]  # rounds 2..R
+    return [b - a for a, b in zip(stamps.times, stamps.times[1:])], aggregating[1:]
 
 
 def round_benchmark(args) -> dict[str, Any]:
     out = Path(args.out)
-    times: dict[str, list[float]] = {arm: [] for arm in args.arms.split(",")}
+    arms = args.arms.split(",")
+    times: dict[str, list[float]] = {arm: [] for arm in arms}
+    aggregating: dict[str, list[float]] = {arm: [] for arm in arms}
     for repeat in range(args.repeats):
-        for arm in times:
-            measured = round_times(args, arm, out)
+        for arm in arms:
+            measured, spent = round_times(args, arm, out)
             times[arm].extend(measured)
+            aggregating[arm].extend(spent)
             print(f"repeat {repeat + 1} {arm:8s}: rounds 2..{args.rounds} "
                   + " ".join(f"{t:.3f}" for t in measured) + " s", flush=True)
     medians = {arm: statistics.median(t) for arm, t in times.items()}
     means = {arm: statistics.mean(t) for arm, t in times.items()}
-    for arm in times:
+    server = {arm: statistics.median(t) for arm, t in aggregating.items()}
+    for arm in arms:
         print(f"{arm:8s} median round {medians[arm]:.3f} s (ratio {medians[arm] / medians['fedavg']:.3f})   "
               f"mean {means[arm]:.3f} s (ratio {means[arm] / means['fedavg']:.3f}) to plain FedAvg")
-    return {"times": times, "medians": medians, "means": means}
+    for arm in arms:  # the server's own share of a round: what the adversary adds on the critical path
+        extra = server[arm] - server["fedavg"]
+        print(f"{arm:8s} aggregate_train median {1000 * server[arm]:.1f} ms/round "
+              f"({1000 * extra:+.1f} ms = {extra / medians['fedavg']:+.2%} of a plain round)")
+    return {"times": times, "medians": medians, "means": means, "aggregate_train": aggregating}
 
 
 def main() -> None:
