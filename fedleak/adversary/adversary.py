@@ -22,6 +22,7 @@ from fedleak.adversary.malicious import random_query_weights
 from fedleak.adversary.privacy import PrivacyLedger
 from fedleak.adversary.progress import Progress
 from fedleak.attacks import ATTACKS
+from fedleak.attacks.base import Reconstruction
 from fedleak.core.errors import first_line
 from fedleak.core.results import NO_EPSILON, AttackResult, Epsilon
 from fedleak.core.stopping import STOP
@@ -230,7 +231,7 @@ class Adversary:
         result = self._result(outcome)
         image = kept = None
         if outcome.reconstruction is not None:
-            kept = self._keep_whole(outcome)
+            kept = self._keep_whole(outcome, outcome.reconstruction)
             try:
                 image = self._score(outcome, result)
             except Exception as error:  # noqa: BLE001 - a scoring bug must not stop the round's other results
@@ -267,11 +268,10 @@ class Adversary:
             name += "-" + re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.variant)
         return name
 
-    def _keep_whole(self, outcome: AttackOutcome) -> str | None:
+    def _keep_whole(self, outcome: AttackOutcome, reconstruction: Reconstruction) -> str | None:
         """Store every image, label and extra the attack returned (under ``save_images``); the
         file's path, or ``None`` (not kept, or the write failed: logged, the score still stored)."""
-        reconstruction = outcome.reconstruction
-        if reconstruction is None or not self.scenario.save_images:
+        if not self.scenario.save_images:
             return None
         try:
             return write_reconstruction(self.store.directory, self._artifact_name(outcome), StoredReconstruction(

@@ -113,7 +113,7 @@ def _offline_adversary(scenario: Scenario, store: ResultStore, runner: str, prog
     evaluator = Evaluator(splits.train, build_plan(scenario.seed, scenario.dataset, scenario.partition),
                           scenario.training)
     adversary = Adversary(scenario, scenario.model_spec(splits), evaluator, store,
-                                  RUNNERS.get(runner)(scenario.runner), progress, variant)
+                          RUNNERS.get(runner)(scenario.runner), progress, variant)
     adversary.replay_ledger()
     return adversary
 

@@ -70,9 +70,9 @@ class CaptureStore:
 
     def discard_after(self, server_round: int) -> None:
         """Remove the files of rounds after ``server_round`` (a resumed run re-creates them)."""
-        for path in self.directory.glob("round-*.safetensors"):
-            if int(path.stem.split("-")[1]) > server_round:
-                path.unlink()
+        for stored_round, kind in self.stored():
+            if stored_round > server_round:
+                self.path(stored_round, kind).unlink()
 
     def stored(self) -> list[tuple[int, str]]:
         """The (round, kind) of every file stored, by round (a round's clients before its aggregate)."""
