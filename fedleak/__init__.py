@@ -11,7 +11,8 @@ captured update); the components (:mod:`~fedleak.data`, :mod:`~fedleak.models`,
 :mod:`~fedleak.attacks`, :mod:`~fedleak.runners`); :mod:`fedleak.scenario` (the schema
 composing them, and the pre-flight checks); :mod:`fedleak.client` (local training) and
 :mod:`fedleak.adversary` (capture → attack → score → store); :mod:`fedleak.federation`
-(Flower glue) and :mod:`fedleak.cli`. ``tests/test_layers.py`` holds the imports to that order.
+(Flower glue, and :func:`attach` / :func:`client_mod` for a user's own Flower app) and
+:mod:`fedleak.cli`. ``tests/test_layers.py`` holds the imports to that order.
 """
 
 from fedleak.core.lazy import lazy_exports
@@ -32,4 +33,6 @@ __all__, __getattr__, __dir__ = lazy_exports(globals(), {
     "fedleak.scenario": ["Scenario", "load_scenario", "parse_scenario"],
     "fedleak.results": ["ResultStore"],
     "fedleak.core.updates": ["ClientUpdate", "UpdateMetadata"],
+    "fedleak.federation.attached": ["AttachedStrategy", "attach"],
+    "fedleak.federation.lab": ["client_mod", "recorded"],
 })

@@ -148,9 +148,11 @@ def _raise_if_failed(run_dir: Path) -> None:
 
 
 _ATTACK_COUNTS = """
-SELECT SUM(status = 'ok') AS ok, SUM(status = 'failed') AS failed, SUM(status = 'not applicable') AS not_applicable,
-       SUM(status = 'cancelled') AS cancelled
+SELECT SUM(status = 'ok') AS ok, SUM(status = 'unscored') AS unscored, SUM(status = 'failed') AS failed,
+       SUM(status = 'not applicable') AS not_applicable, SUM(status = 'cancelled') AS cancelled
 FROM attack_results WHERE run_id = ?"""
+_WARNINGS = """
+SELECT COUNT(*) AS warned, MIN(warning) AS first FROM updates WHERE run_id = ? AND warning IS NOT NULL"""
 _REPLY_COUNTS = """
 SELECT SUM(status IS NULL OR status = 'accepted') AS accepted, SUM(status = 'rejected') AS rejected,
        SUM(status = 'failed') AS failed
@@ -186,8 +188,13 @@ def _print_run(store: ResultStore, run_dir: Path, run_row: dict[str, Any]) -> No
     replies = store.query(_REPLY_COUNTS, run_row["run_id"])[0]
     console.print(f"client replies: {replies['accepted'] or 0} accepted, {replies['rejected'] or 0} rejected, "
                   f"{replies['failed'] or 0} failed")
+    warnings = store.query(_WARNINGS, run_row["run_id"])[0]
+    if warnings["warned"]:
+        console.print(f"  {warnings['warned']} accepted with warnings, e.g.: {warnings['first']}", markup=False)
     attacks = store.query(_ATTACK_COUNTS, run_row["run_id"])[0]
-    console.print(f"attacks: {attacks['ok'] or 0} finished, {attacks['failed'] or 0} failed, "
+    unscored = (f"{attacks['unscored']} unscored (no ground truth: stored whole in reconstructions/), "
+                if attacks["unscored"] else "")
+    console.print(f"attacks: {attacks['ok'] or 0} finished, {unscored}{attacks['failed'] or 0} failed, "
                   f"{attacks['not_applicable'] or 0} not applicable, "
                   f"{attacks['cancelled'] or 0} cancelled at the end of the run")
     captures = CaptureStore(run_dir)
@@ -199,7 +206,7 @@ def _print_run(store: ResultStore, run_dir: Path, run_row: dict[str, Any]) -> No
     status = shown_status(run_dir, run_row["status"])
     error = run_row["error"]
     if status == "interrupted" and run_row["status"] == "running":
-        rounds = tomllib.loads((run_dir / "scenario.toml").read_text())["federation"]["rounds"]
+        rounds = tomllib.loads((run_dir / "scenario.toml").read_text()).get("federation", {}).get("rounds", "?")
         error = f"its process died after round {checkpoint_round(run_dir) or 0} of {rounds}"
     if status == "interrupted":
         error = f"{error}; 'fedleak resume {run_dir}' continues it"

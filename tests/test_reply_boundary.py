@@ -25,6 +25,7 @@ from fedleak.client.local_round import LocalReply, local_round
 from fedleak.core.errors import RunFailed
 from fedleak.data import build_plan, load_dataset
 from fedleak.federation import records
+from fedleak.federation.replies import ReplyChecker
 from fedleak.federation.server import mean_train_loss
 from fedleak.federation.strategy import AdversarialStrategy
 from fedleak.results.store import ResultStore
@@ -69,7 +70,8 @@ class Federation:
                               InlineRunner())
         inner = FedAvg(min_train_nodes=1, min_available_nodes=scenario.partition.num_clients,
                        train_metrics_aggr_fn=mean_train_loss)
-        self.strategy = AdversarialStrategy(inner, adversary, "boundary", scenario.federation.rounds)
+        checker = ReplyChecker("boundary", scenario.training, plan)
+        self.strategy = AdversarialStrategy(inner, adversary, checker, "boundary", scenario.federation.rounds)
         self.sent = spec.build(seed=scenario.seed).state_dict()
         self._honest: dict[int, LocalReply] = {}
 

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from fedleak.adversary.evaluation import Evaluator
+from fedleak.adversary.evaluation import GroundTruth
 from fedleak.adversary.malicious import random_query_weights
 from fedleak.adversary.privacy import PrivacyLedger
 from fedleak.adversary.progress import Progress
@@ -43,7 +43,7 @@ class Adversary:
         self,
         scenario: Scenario,
         model: ModelSpec,
-        evaluator: Evaluator,
+        truth: GroundTruth,
         store: ResultStore,
         runner: AttackRunner,
         progress: Progress | None = None,
@@ -51,7 +51,8 @@ class Adversary:
     ) -> None:
         self.scenario = scenario
         self.model = model
-        self.evaluator = evaluator
+        self.truth = truth
+        """What reconstructions are scored against: the data plan, or the samples lab clients reported."""
         self.store = store
         self.runner = runner
         self.progress = progress or Progress()
@@ -126,15 +127,18 @@ class Adversary:
         An attack whose requirements the update cannot meet is stored "not applicable" at once."""
         epsilon = self._account(update)
         self._epsilon[(update.server_round, update.partitions)] = epsilon
-        self.store.record_update(update, epsilon,
-                                 self.evaluator.batch_digest(update.partitions, update.server_round))
+        self.store.record_update(update, epsilon, self.truth.batch_digest(update))
         return self.jobs_for(update, [attack.name for attack in self.scenario.attacks]) if self.wants(update) else []
 
     def jobs_for(self, update: ClientUpdate, attacks: list[str]) -> list[AttackJob]:
-        """The jobs of ``attacks`` (names in the scenario) on ``update``; unmet requirements stored at once."""
-        if self.scenario.threat.known_labels:  # a capability flag: granted by the scenario
-            truth = self.evaluator.ground_truth(update.partitions, update.server_round)
-            update = dataclasses.replace(update, known_labels=truth.labels)
+        """The jobs of ``attacks`` (names in the scenario) on ``update``; unmet requirements stored at once.
+
+        The attacks get the update without the samples a lab client reported (the scores' ground
+        truth); with the ``known_labels`` capability, with the true labels where they are known."""
+        self.truth.remember(update)
+        truth = self.truth.samples(update) if self.scenario.threat.known_labels else None
+        update = dataclasses.replace(update, reported=None,
+                                     known_labels=None if truth is None else truth.labels)
         jobs = []
         for attack in self.scenario.attacks:
             if attack.name not in attacks:
@@ -219,8 +223,11 @@ class Adversary:
         return self._participate(update.partition_id, update.metadata.batch_size, update.metadata.local_steps)
 
     def _participate(self, partition_id: int, batch_size: int, local_steps: int) -> Epsilon:
-        """One round of ``partition_id``'s training enters the ledger; its ε so far."""
-        shard_size = len(self.evaluator.plan.shard(partition_id))
+        """One round of ``partition_id``'s training enters the ledger; its ε so far (none
+        accounted where the client's shard size is unknown: an attached app's)."""
+        shard_size = self.truth.shard_size(partition_id)
+        if shard_size is None:
+            return NO_EPSILON
         return self.ledger.record(partition_id, LocalRound(shard_size, batch_size, local_steps))
 
     def record_outcome(self, outcome: AttackOutcome) -> None:
@@ -233,7 +240,7 @@ class Adversary:
         if outcome.reconstruction is not None:
             kept = self._keep_whole(outcome, outcome.reconstruction)
             try:
-                image = self._score(outcome, result)
+                image = self._score(outcome, outcome.reconstruction, result)
             except Exception as error:  # noqa: BLE001 - a scoring bug must not stop the round's other results
                 _log.exception("scoring %s failed", outcome.job.attack)
                 result = self._result(outcome, f"scoring failed: {type(error).__name__}: {first_line(error)}")
@@ -280,15 +287,19 @@ class Adversary:
             _log.exception("keeping the reconstruction of %s failed", outcome.job.attack)
             return None
 
-    def _score(self, outcome: AttackOutcome, result: AttackResult) -> str | None:
-        """Fill ``result``'s metrics from the matched scores; the saved image grid, if any."""
-        update, reconstruction = outcome.job.update, outcome.reconstruction
-        assert reconstruction is not None
-        scores, truth = self.evaluator.score(update, reconstruction)
-        result.metrics = scores.summary()
+    def _score(self, outcome: AttackOutcome, reconstruction: Reconstruction, result: AttackResult) -> str | None:
+        """Fill ``result``'s metrics from the matched scores (``unscored`` without a ground
+        truth); the saved image grid, if any."""
         result.num_reconstructed = len(reconstruction.images)
-        result.num_ground_truth = len(truth)
         result.extras = reconstruction.extras
+        scored = self.truth.score(outcome.job.update, reconstruction)
+        if scored is None:
+            result.status = "unscored"
+            return self.store.save_grid(self._artifact_name(outcome), None, reconstruction.images) \
+                if self.scenario.save_images else None
+        scores, truth = scored
+        result.metrics = scores.summary()
+        result.num_ground_truth = len(truth)
         if not self.scenario.save_images:
             return None
         name = self._artifact_name(outcome)

@@ -4,7 +4,8 @@ A run keeps the weights each captured update was sent and returned (``captures/`
 :mod:`fedleak.results.captures`, under ``capture.store``). :func:`reattack` reads them back,
 runs one attack with its own settings on those the selection names, and stores its results
 beside the run's own: scored against the same ground truth (re-derived from the stored
-scenario's data plan), with the ε each update was stored with, and labelled by the settings
+scenario's data plan; for an attached app, the samples its lab clients reported, stored with
+the captures), with the ε each update was stored with, and labelled by the settings
 (``variant``: the ``--set`` overrides, ``offline`` without any) so ``fedleak results`` shows
 ``inverting`` and ``inverting [iterations=8000]`` side by side. Re-running the same attack
 with the same settings replaces its earlier rows instead of adding duplicates.
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fedleak.adversary.adversary import Adversary
-from fedleak.adversary.evaluation import Evaluator
+from fedleak.adversary.evaluation import Evaluator, GroundTruth, ReportedSamples
 from fedleak.adversary.progress import Progress
 from fedleak.core.errors import FedleakError
 from fedleak.core.updates import ClientUpdate
@@ -108,12 +109,17 @@ def reattack(run_dir: Path, attack: str, overrides: Sequence[str] = (), selectio
 
 def _offline_adversary(scenario: Scenario, store: ResultStore, runner: str, progress: Progress | None,
                        variant: str) -> Adversary:
-    """An adversary for updates read from disk: it adds results only, each update's ε as stored."""
-    splits = load_dataset(scenario.dataset)
-    evaluator = Evaluator(splits.train, build_plan(scenario.seed, scenario.dataset, scenario.partition),
+    """An adversary for updates read from disk: it adds results only, each update's ε as stored;
+    an attached app's scored against the samples its lab clients reported (unscored without)."""
+    truth: GroundTruth
+    if scenario.app is not None:
+        spec, truth = scenario.app_model_spec(), ReportedSamples()
+    else:
+        splits = load_dataset(scenario.dataset)
+        spec = scenario.model_spec(splits)
+        truth = Evaluator(splits.train, build_plan(scenario.seed, scenario.dataset, scenario.partition),
                           scenario.training)
-    adversary = Adversary(scenario, scenario.model_spec(splits), evaluator, store,
-                          RUNNERS.get(runner)(scenario.runner), progress, variant)
+    adversary = Adversary(scenario, spec, truth, store, RUNNERS.get(runner)(scenario.runner), progress, variant)
     adversary.replay_ledger()
     return adversary
 

@@ -117,6 +117,43 @@ class RandomQueryConfig(Strict):
     """Output weights are output_scale/√width · v aᵀ (rank one): logits of order output_scale."""
 
 
+class AppConfig(Strict):
+    """A user's own Flower app, attached with :func:`fedleak.attach`: what its server knows
+    of the clients' inputs and training beyond the model itself.
+
+    The training values override what the replies declare and what the server's train config
+    sent (``None``: take them from there; see :mod:`fedleak.federation.attached`)."""
+
+    image_shape: tuple[Width, Width, Width]
+    """The clients' images (C, H, W)."""
+    num_classes: int = Field(ge=2, le=1_000_000)
+    mean: tuple[float, ...] = (0.0,)
+    """What the clients subtract from [0, 1] images: one value for every channel, one per
+    channel, or one per pixel (C·H·W, row-major)."""
+    std: tuple[Annotated[float, Field(gt=0)], ...] = (1.0,)
+    """What they then divide by: one value, or one per channel."""
+    lr: float | None = Field(None, gt=0, le=MAX_LR)
+    batch_size: int | None = Field(None, ge=1)
+    local_epochs: int | None = Field(None, ge=1)
+    local_steps: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _statistics_fit_the_images(self) -> AppConfig:
+        channels, height, width = self.image_shape
+        if len(self.mean) not in (1, channels, channels * height * width):
+            raise ValueError(f"mean: {len(self.mean)} values for {channels}-channel images "
+                             f"(give 1, {channels} or {channels * height * width})")
+        if len(self.std) not in (1, channels):
+            raise ValueError(f"std: {len(self.std)} values for {channels}-channel images (give 1 or {channels})")
+        return self
+
+    def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) as a model normalises: a single value repeated for every channel."""
+        channels = self.image_shape[0]
+        return (self.mean * channels if len(self.mean) == 1 else self.mean,
+                self.std * channels if len(self.std) == 1 else self.std)
+
+
 class ThreatModel(Strict):
     """What the server is and knows beyond the protocol (stored with every result)."""
 

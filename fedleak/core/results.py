@@ -9,10 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-AttackStatus = Literal["ok", "failed", "not applicable", "cancelled"]
-"""How an attack on one update ended. ``not applicable``: it cannot read this update or
-model (never run, or it raised :class:`AttackNotApplicable`); ``cancelled``: the run ended
-before it finished (``runner.wait = false``)."""
+AttackStatus = Literal["ok", "unscored", "failed", "not applicable", "cancelled"]
+"""How an attack on one update ended. ``ok``: it returned a reconstruction, scored against
+the client's real samples; ``unscored``: it returned one, but the server has no ground truth
+to score it against (an attached app's client that does not report its samples), so it is
+stored whole and nothing else; ``not applicable``: it cannot read this update or model
+(never run, or it raised :class:`AttackNotApplicable`); ``cancelled``: the run ended before
+it finished (``runner.wait = false``)."""
 
 
 @dataclass(frozen=True)

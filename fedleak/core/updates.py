@@ -25,6 +25,15 @@ class UpdateMetadata:
 
 
 @dataclass(frozen=True)
+class ReportedSamples:
+    """The samples a lab client says it trained on this round: images in [0, 1] (N, C, H, W)
+    and their labels (N,), as its data loader produced them (augmented, if it augments)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
+@dataclass(frozen=True)
 class ClientUpdate:
     """One client's reply as the server saw it (after any client-side defense).
 
@@ -36,6 +45,11 @@ class ClientUpdate:
 
     ``random_query`` marks a round in which a malicious server sent freshly random
     parameters instead of the global model (``global_weights`` are then those).
+
+    From an attached app (:func:`fedleak.attach`): ``warnings`` says what the reply did not
+    declare and where the server took it from instead; ``reported`` holds the samples a lab
+    client sent on fedleak's side channel (:func:`fedleak.client_mod`), the ground truth of
+    its scores. The adversary hands attacks the update without them.
     """
 
     run_id: str
@@ -48,6 +62,8 @@ class ClientUpdate:
     known_labels: torch.Tensor | None = None
     aggregate_of: tuple[int, ...] = ()
     random_query: bool = False
+    warnings: tuple[str, ...] = ()
+    reported: ReportedSamples | None = None
 
     @property
     def partitions(self) -> tuple[int, ...]:

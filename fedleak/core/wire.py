@@ -8,3 +8,7 @@ NUM_EXAMPLES, PARTITION_ID, LOCAL_STEPS, LR, BATCH_SIZE, TRAIN_LOSS = (
 
 # A reply whose arrays are a quantizer's encoding of Δ names it here (no record: weights).
 WIRE, ENCODING = "wire", "encoding"
+
+# A lab client's side channel (fedleak.client_mod): the samples it trained on, as one ArrayRecord
+# of [0, 1] images and their labels, which the server stores and removes before aggregation.
+TRUTH, TRUTH_IMAGES, TRUTH_LABELS = "fedleak-truth", "images", "labels"

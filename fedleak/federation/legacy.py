@@ -55,7 +55,7 @@ class LegacyCapture:
         self.run = run
         self.names = names
         self.sent: Weights = {}
-        self.checker = ReplyChecker(run.run_id, run.scenario.training, run.adversary.evaluator.plan)
+        self.checker = ReplyChecker(run.run_id, run.scenario.training, run.evaluator.plan)
 
     def weights(self, arrays: list[np.ndarray]) -> Weights:
         return {k: torch.from_numpy(np.asarray(a, dtype=np.float32)) for k, a in zip(self.names, arrays, strict=True)}

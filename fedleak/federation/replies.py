@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from flwr.app import MetricRecord, RecordDict
 
 from fedleak.core import wire
 from fedleak.core.config import TrainingConfig
 from fedleak.core.errors import first_line
 from fedleak.core.updates import ClientUpdate, RejectedReply, UpdateMetadata, Weights
 from fedleak.data import DataPlan
+from fedleak.federation import records
 
 
 class InvalidReply(Exception):
@@ -35,6 +37,12 @@ class ReplyChecker:
     run_id: str
     training: TrainingConfig
     plan: DataPlan
+
+    def read(self, server_round: int, node_id: int, content: RecordDict, sent: Weights
+             ) -> ClientUpdate | RejectedReply:
+        """A Message API reply's metrics and weights, checked (:meth:`check`)."""
+        metrics = content.get("metrics") if isinstance(content.get("metrics"), MetricRecord) else None
+        return self.check(server_round, node_id, metrics, lambda: records.received_weights(content, sent), sent)
 
     def check(self, server_round: int, node_id: int, metrics: Mapping[str, Any] | None,
               received: Callable[[], Weights], sent: Weights) -> ClientUpdate | RejectedReply:

@@ -38,6 +38,21 @@ def num_sampled_clients(scenario: Scenario) -> int:
     return max(int(scenario.partition.num_clients * scenario.federation.fraction_train), 1)
 
 
+def end_run(adversary: Adversary, lock: DirectoryLock, run_id: str, status: str, error: str | None = None) -> None:
+    """Store that the run ended as ``status``: the attack runner stopped, attacks still queued
+    or running stored as cancelled; then the store is closed and the run directory released."""
+    try:
+        try:
+            adversary.runner.close(wait=False)
+        except Exception:  # noqa: BLE001 - e.g. Ray already gone after Ctrl-C: the status must still be stored
+            _log.exception("closing the attack runner failed")
+        adversary.cancel_pending(f"cancelled: the run ended ({status}) before the attack finished")
+        adversary.store.finish_run(run_id, status, error)
+    finally:
+        adversary.store.close()
+        lock.release()
+
+
 @dataclass
 class ServerRun:
     """One run's server side: what it stores, who attacks, how utility is measured."""
@@ -48,6 +63,8 @@ class ServerRun:
     store: ResultStore
     runner: AttackRunner
     adversary: Adversary
+    evaluator: Evaluator
+    """The data plan's ground truth (the adversary scores against it; the server checks replies with its plan)."""
     test: ImageDataset
     progress: Progress
     lock: DirectoryLock
@@ -96,10 +113,10 @@ class ServerRun:
                                             "initial_model": weights_digest(initial.state_dict())})
             store.record_audit(run_id, *stored_audit(initial, probe_seed=scenario.seed))
         runner = RUNNERS.get(scenario.runner.name)(scenario.runner)
-        adversary = Adversary(scenario, spec, Evaluator(splits.train, plan, scenario.training), store, runner,
-                              progress)
+        evaluator = Evaluator(splits.train, plan, scenario.training)
+        adversary = Adversary(scenario, spec, evaluator, store, runner, progress)
         test = splits.test.subset(slice(scenario.federation.test_samples))
-        run = cls(scenario, run_dir, spec, store, runner, adversary, test, progress, lock,
+        run = cls(scenario, run_dir, spec, store, runner, adversary, evaluator, test, progress, lock,
                   checkpoint[1] if checkpoint else initial.state_dict())
         if resume:
             run.last_round = run.resumed_from = last_round
@@ -139,16 +156,9 @@ class ServerRun:
                 return False
             self._ended = True
         try:
-            try:
-                self.runner.close(wait=False)
-            except Exception:  # noqa: BLE001 - e.g. Ray already gone after Ctrl-C: the status must still be stored
-                _log.exception("closing the attack runner failed")
-            self.adversary.cancel_pending(f"cancelled: the run ended ({status}) before the attack finished")
-            self.store.finish_run(self.run_id, status, error)
+            end_run(self.adversary, self.lock, self.run_id, status, error)
         finally:
             STOP.forget(self.interrupt)
-            self.store.close()
-            self.lock.release()
         return True
 
     def interrupt(self, reason: str) -> None:

@@ -19,6 +19,7 @@ from fedleak.core import wire
 from fedleak.core.errors import RunFailed, first_line
 from fedleak.core.stopping import STOP
 from fedleak.federation import legacy, records
+from fedleak.federation.replies import ReplyChecker
 from fedleak.federation.run import ServerRun, num_sampled_clients
 from fedleak.federation.strategy import AdversarialStrategy
 from fedleak.scenario import Scenario
@@ -43,7 +44,8 @@ def run_federation(grid: Grid, context: Context, run: ServerRun) -> None:
                     train_metrics_aggr_fn=mean_train_loss)
     inner = scenario.defense_pipeline().wrap_strategy(fedavg, num_sampled_clients(scenario))
     offset = run.last_round  # Flower counts its rounds from 1 again; ours go on
-    strategy = AdversarialStrategy(inner, run.adversary, run.run_id, scenario.federation.rounds, offset)
+    checker = ReplyChecker(run.run_id, scenario.training, run.evaluator.plan)
+    strategy = AdversarialStrategy(inner, run.adversary, checker, run.run_id, scenario.federation.rounds, offset)
 
     def evaluate_fn(flower_round: int, arrays: ArrayRecord) -> MetricRecord:
         if flower_round == 0 and run.resumed_from is not None:  # the checkpoint: evaluated before the stop

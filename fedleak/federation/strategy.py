@@ -5,9 +5,12 @@ Flower DP wrapper — aggregates exactly as it would without the adversary. It i
 outermost layer because it models what reaches the server: a quantized reply is
 decoded first, and a server-side DP wrapper clips and noises only after the capture.
 
-Each reply passes the server boundary (:mod:`fedleak.federation.replies`) first: one
+Each reply passes the server boundary first — a :class:`ReplyReader`: fedleak's own
+clients' replies are checked against the data plan (:mod:`fedleak.federation.replies`), an
+attached app's against what its server sent (:mod:`fedleak.federation.attached`). One
 that fails its checks, or reports a client error, is stored as rejected and left out of
-the aggregate; a round in which no reply is accepted ends the run as failed.
+the aggregate; in fedleak's own run a round in which no reply is accepted ends the run as
+failed.
 
 In a malicious server's random-query round (:meth:`Adversary.weights_to_send`) it sends
 crafted weights instead of the global model and, after capturing the replies, keeps the
@@ -17,9 +20,10 @@ global model unchanged: the round's aggregate would be an update of the crafted 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Protocol
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -28,22 +32,27 @@ from fedleak.core import wire
 from fedleak.core.errors import RunFailed, first_line
 from fedleak.core.stopping import STOP
 from fedleak.core.updates import ClientUpdate, RejectedReply, Weights
-from fedleak.federation import records
-from fedleak.federation.replies import ReplyChecker
+
+
+class ReplyReader(Protocol):
+    """The server boundary: one reply's content, read as the update it stands for or rejected."""
+
+    def read(self, server_round: int, node_id: int, content: RecordDict, sent: Weights
+             ) -> ClientUpdate | RejectedReply: ...
 
 
 class AdversarialStrategy(Strategy):
     """Remembers the weights it sends; hands each reply to the adversary before aggregating."""
 
-    def __init__(self, inner: Strategy, adversary: Adversary, run_id: str, num_rounds: int,
+    def __init__(self, inner: Strategy, adversary: Adversary, reader: ReplyReader, run_id: str, num_rounds: int,
                  round_offset: int = 0) -> None:
         self.inner = inner
         self.adversary = adversary
+        self.reader = reader
         self.run_id = run_id
         self.num_rounds = num_rounds
         self.round_offset = round_offset
         """Rounds completed before Flower's round 1 (a resumed run): Flower's round r is our r + offset."""
-        self.checker = ReplyChecker(run_id, adversary.scenario.training, adversary.evaluator.plan)
         self._global: ArrayRecord | None = None
         self._sent: Weights = {}
 
@@ -60,7 +69,7 @@ class AdversarialStrategy(Strategy):
         STOP.check()  # replies after a stop: the round is not completed (a resume runs it again)
         server_round = flower_round + self.round_offset
         replies = list(replies)
-        captured = [(reply, self.capture(server_round, reply)) for reply in replies]
+        captured = self.capture_round(server_round, replies)
         rejected = [capture for _, capture in captured if isinstance(capture, RejectedReply)]  # as they came
         # Replies arrive in completion order; FedAvg's float sums (and the store) get the
         # accepted ones by partition, so the same seed gives the same global model, resumed or not.
@@ -69,29 +78,37 @@ class AdversarialStrategy(Strategy):
         accepted = [reply for reply, _ in accepted_pairs]
         updates = [capture for _, capture in accepted_pairs]
         self.adversary.observe_round(updates, self.num_rounds, rejected)
-        if not updates:
-            first = f"; the first: {rejected[0].reason}" if rejected else ""
-            raise RunFailed(f"round {server_round}: no reply was accepted ({len(rejected)} of {len(replies)} "
-                            f"rejected or failed{first})")
-        # Flower's central-DP wrappers draw their noise from NumPy's global generator: seeded per
-        # round, the noise is the scenario's, not the process's.
-        np.random.seed((self.adversary.scenario.seed * 1_000_003 + server_round) % 2**32)
+        self.before_aggregate(server_round, len(updates), rejected, len(replies))
         arrays, metrics = self.inner.aggregate_train(server_round, accepted)
         if self.adversary.is_random_query(server_round):
             return self._global, metrics
         return _in_dtypes_of(self._sent, arrays), metrics
 
+    def capture_round(self, server_round: int, replies: list[Message]
+                      ) -> list[tuple[Message, ClientUpdate | RejectedReply]]:
+        """Each reply with what it was read as."""
+        return [(reply, self.capture(server_round, reply)) for reply in replies]
+
+    def before_aggregate(self, server_round: int, accepted: int, rejected: list[RejectedReply],
+                         replies: int) -> None:
+        """fedleak's own run: a round without an accepted reply fails the run (:class:`RunFailed`),
+        and Flower's central-DP wrappers, which draw their noise from NumPy's global generator,
+        get it seeded per round, so the noise is the scenario's, not the process's."""
+        if not accepted:
+            first = f"; the first: {rejected[0].reason}" if rejected else ""
+            raise RunFailed(f"round {server_round}: no reply was accepted ({len(rejected)} of {replies} "
+                            f"rejected or failed{first})")
+        np.random.seed((self.adversary.scenario.seed * 1_000_003 + server_round) % 2**32)
+
     def capture(self, server_round: int, reply: Message) -> ClientUpdate | RejectedReply:
-        """Check the reply; decode an accepted one's quantizer encoding in place (the inner strategy
+        """Read the reply; decode an accepted one's quantizer encoding in place (the inner strategy
         aggregates weights; 0.4 ms per LeNet reply saved where they already are)."""
         node_id = reply.metadata.src_node_id
         if reply.has_error():
             return RejectedReply(self.run_id, server_round, node_id, None, "failed",
                                  f"client error: {first_line(reply.error.reason or 'no reason given')}")
         content = reply.content
-        metrics = content.get("metrics") if isinstance(content.get("metrics"), MetricRecord) else None
-        outcome = self.checker.check(server_round, node_id, metrics,
-                                     lambda: records.received_weights(content, self._sent), self._sent)
+        outcome = self.reader.read(server_round, node_id, content, self._sent)
         if isinstance(outcome, ClientUpdate) and wire.WIRE in content:  # plain weights are aggregated as they came
             content["arrays"] = ArrayRecord(outcome.client_weights)
             del content[wire.WIRE]

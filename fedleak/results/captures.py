@@ -4,8 +4,9 @@ One safetensors file per round (``captures/round-{r}.safetensors``; an aggregate
 server unmasked on the SecAgg+ path goes to ``round-{r}-aggregate.safetensors``), written
 once, whole (a temporary file renamed into place), 0600. It holds the weights the server
 sent once per distinct copy (``sent{j}.<key>``) and each update's returned weights
-(``{i}.<key>``), in the model's own dtypes; the header's metadata holds each update's
-node, partition, training metadata and flags as JSON, so a :class:`ClientUpdate` is
+(``{i}.<key>``), in the model's own dtypes, and the samples a lab client reported with it
+(``truth{i}.images``, ``truth{i}.labels``); the header's metadata holds each update's node,
+partition, training metadata, warnings and flags as JSON, so a :class:`ClientUpdate` is
 rebuilt exactly (``known_labels``, a threat-model capability, is re-derived, never stored).
 """
 
@@ -20,7 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
-from fedleak.core.updates import ClientUpdate, UpdateMetadata, Weights
+from fedleak.core.updates import ClientUpdate, ReportedSamples, UpdateMetadata, Weights
 from fedleak.results.store import make_private_dir, write_private
 
 CAPTURES = "captures"
@@ -49,10 +50,14 @@ class CaptureStore:
                 sent.append(update.global_weights)
                 tensors.update(_prefixed(f"sent{copy}", update.global_weights))
             tensors.update(_prefixed(str(index), update.client_weights))
+            if update.reported is not None:
+                tensors.update(_prefixed(f"truth{index}", {"images": update.reported.images,
+                                                           "labels": update.reported.labels}))
             described.append({"sent": copy, "run_id": update.run_id, "round": update.server_round,
                               "node_id": str(update.node_id), "partition_id": update.partition_id,
                               "metadata": asdict(update.metadata), "aggregate_of": list(update.aggregate_of),
-                              "random_query": update.random_query, "keys": list(update.client_weights)})
+                              "random_query": update.random_query, "keys": list(update.client_weights),
+                              "warnings": list(update.warnings), "reported": update.reported is not None})
         make_private_dir(self.directory)
         data = save(tensors, metadata={"updates": json.dumps(described)})
         write_private(self.path(server_round, kind), data)
@@ -106,4 +111,6 @@ def _update(entry: dict[str, Any], index: int, tensors: dict[str, torch.Tensor])
         global_weights={key: tensors[f"sent{entry['sent']}.{key}"] for key in keys},
         client_weights={key: tensors[f"{index}.{key}"] for key in keys},
         metadata=UpdateMetadata(**entry["metadata"]), aggregate_of=tuple(entry["aggregate_of"]),
-        random_query=entry["random_query"])
+        random_query=entry["random_query"], warnings=tuple(entry.get("warnings", ())),
+        reported=ReportedSamples(tensors[f"truth{index}.images"], tensors[f"truth{index}.labels"])
+        if entry.get("reported") else None)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from fedleak.core.errors import FedleakError
 from fedleak.results.compare import Comparison, RunRecord
 from fedleak.results.store import write_private
-from fedleak.results.tables import fmt, summary_cells
+from fedleak.results.tables import attacks_done, fmt, summary_cells
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -106,7 +106,7 @@ def _summary_table(comparison: Comparison) -> str:
 def _round_table(comparison: Comparison) -> str:
     rows = [[str(r["round"]), r["arm"], fmt(r["test_accuracy"], ".1%"), fmt(r["epsilon"], ".3g"),
              r.get("attack") or "–", *(["–"] * 5 if r.get("attack") is None else [
-                 f"{r['ok']}/{r['attacked']}", fmt(r["success_rate"], ".0%"), fmt(r["psnr"], ".1f"),
+                 attacks_done(r, "attacked"), fmt(r["success_rate"], ".0%"), fmt(r["psnr"], ".1f"),
                  fmt(r["prior_psnr"], ".1f"), fmt(r["leakage"], ".2f")])] for r in comparison.rows]
     return _table(["round", "arm", "test acc", "ε", "attack", "ok/total", "MSE<1e-3", "PSNR dB", "mean img dB",
                    "leakage"], rows)

@@ -6,8 +6,9 @@ Readers (:meth:`ResultStore.open_existing`) open the database read-only and crea
 Layout of a run directory (0700; every file in it 0600, whatever the umask)::
 
     results.sqlite      runs (status, error, data-plan digest), rounds (utility, ε), updates
-                        (accepted, rejected or failed replies; ε; batch digest), attack_results
-                        (status, scores and the mean-image reference, ε, time)
+                        (accepted, rejected or failed replies; ε; batch digest; an attached
+                        app's warnings), attack_results (status, scores and the mean-image
+                        reference, ε, time)
     scenario.toml       the resolved scenario (re-runnable with ``fedleak run``)
     checkpoint.safetensors  the global model after the last completed round (:mod:`.checkpoint`)
     captures/           round-{r}.safetensors: the round's captured updates (:mod:`.captures`)
@@ -136,7 +137,8 @@ _ADDED_COLUMNS = {
                        "batch_seconds": "REAL", "batch_size": "INTEGER", "best_psnr": "REAL", "prior_psnr": "REAL",
                        "prior_ssim": "REAL", "leakage": "REAL", "recovered_rate": "REAL",
                        "attack_config": "TEXT", "variant": "TEXT", "reconstruction": "TEXT"},
-    "updates": {"random_query": "INTEGER", "status": "TEXT", "reason": "TEXT", "batch_digest": "TEXT"},
+    "updates": {"random_query": "INTEGER", "status": "TEXT", "reason": "TEXT", "batch_digest": "TEXT",
+                "warning": "TEXT"},
 }
 """Columns newer than the first schema, added to every database (new or written before them) when opened."""
 
@@ -273,13 +275,15 @@ class ResultStore:
 
     def record_update(self, update: ClientUpdate, epsilon: Epsilon | None = None,
                       batch_digest: str | None = None) -> None:
-        """An accepted reply, with the ε it cost and the digest of the batches it trained on."""
+        """An accepted reply, with the ε it cost, the digest of the batches it trained on and
+        what it did not declare (an attached app's, ``warning``)."""
         aggregate_of = json.dumps(list(update.aggregate_of)) if update.aggregate_of else None
         row = {
             "run_id": update.run_id, "round": update.server_round, "node_id": str(update.node_id),
             "partition_id": update.partition_id, **asdict(update.metadata), "update_norm": update.norm(),
             "aggregate_of": aggregate_of, **dict(zip(("epsilon", "model_epsilon"), _epsilons(epsilon))),
             "random_query": update.random_query, "status": "accepted", "batch_digest": batch_digest,
+            "warning": "; ".join(update.warnings) or None,
         }
         self._insert("updates", row)
 
@@ -307,12 +311,13 @@ class ResultStore:
         columns = ", ".join(row)
         self._write(f"INSERT INTO {table} ({columns}) VALUES ({', '.join(':' + c for c in row)})", row)
 
-    def save_grid(self, name: str, truth: torch.Tensor, recon: torch.Tensor) -> str:
-        """Save ground truth (top row) above the matched reconstructions; returns the relative path."""
+    def save_grid(self, name: str, truth: torch.Tensor | None, recon: torch.Tensor) -> str:
+        """Save ground truth (top row) above the matched reconstructions, or (``truth`` ``None``:
+        unscored) the reconstructions alone; returns the relative path."""
         path = Path("images") / f"{name}.png"
-        columns = max(len(truth), len(recon))
+        columns = max(len(recon), 0 if truth is None else len(truth))
         pad = lambda x: torch.cat([x, torch.zeros(columns - len(x), *x.shape[1:])])  # noqa: E731
-        grid = torch.cat([pad(truth), pad(recon)])
+        grid = pad(recon) if truth is None else torch.cat([pad(truth), pad(recon)])
         scale = max(1, 32 // grid.shape[-1])  # blow tiny images (8×8 digits) up to be seen
         grid = torch.nn.functional.interpolate(grid, scale_factor=scale, mode="nearest")
         from torchvision.utils import save_image  # torchvision only where images are written

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
@@ -13,6 +14,7 @@ from fedleak.results.store import ATTACK_LABEL, ResultStore
 
 _ATTACK_SUMMARY = f"""
 SELECT round, {ATTACK_LABEL} AS attack, COUNT(*) AS attacks, SUM(status = 'ok') AS ok,
+       SUM(status = 'unscored') AS unscored,
        AVG(psnr) AS psnr, AVG(ssim) AS ssim, AVG(mse) AS mse,
        AVG(label_accuracy) AS label_accuracy,
        AVG(label_count_accuracy) AS label_count_accuracy, AVG(success_rate) AS success_rate,
@@ -33,9 +35,10 @@ def round_table(store: ResultStore, run_id: str) -> Table:
     released model (``ε model``); "–" where no accounted mechanism applies. Rounds in
     which a malicious server sent random parameters are labelled "query". ``s/attack`` is
     each attack's share of the batch it ran in (a batch of 8 taking 4 s: 0.5 s each).
-    ``mean img dB`` is the PSNR of the trivial guess (the training pool's mean image) on the
-    same images, and ``leakage`` the SSIM gain over it (0: no better than the guess; see
-    :mod:`fedleak.adversary.metrics`).
+    ``unscored``: reconstructions without a ground truth to score them against (an attached
+    app's clients that report no samples). ``mean img dB`` is the PSNR of the trivial guess
+    (the training pool's mean image) on the same images, and ``leakage`` the SSIM gain over
+    it (0: no better than the guess; see :mod:`fedleak.adversary.metrics`).
     """
     rounds = {r["round"]: r for r in store.query(
         "SELECT round, test_accuracy, epsilon, model_epsilon FROM rounds WHERE run_id = ?", run_id)}
@@ -58,7 +61,7 @@ def round_table(store: ResultStore, run_id: str) -> Table:
     for row in rows:
         table.add_row(
             label(row["round"]), *utility(row["round"]), escape(row["attack"]),  # "idlg [lr=1]" is not markup
-            f"{row['ok']}/{row['attacks']}", fmt(row["psnr"], ".2f"), fmt(row["prior_psnr"], ".2f"),
+            attacks_done(row), fmt(row["psnr"], ".2f"), fmt(row["prior_psnr"], ".2f"),
             fmt(row["leakage"], ".2f"), fmt(row["ssim"], ".3f"),
             fmt(row["mse"], ".2e"), fmt(row["label_accuracy"], ".0%"), fmt(row["label_count_accuracy"], ".0%"),
             fmt(row["success_rate"], ".0%"), fmt(row["ssim_success_rate"], ".0%"), fmt(row["seconds"], ".1f"),
@@ -67,6 +70,12 @@ def round_table(store: ResultStore, run_id: str) -> Table:
     for server_round in sorted(set(rounds) - attacked - {0}):
         table.add_row(label(server_round), *utility(server_round), *["–"] * 12)
     return table
+
+
+def attacks_done(row: dict[str, Any], total: str = "attacks") -> str:
+    """``ok/total``, and how many of the rest are unscored (reconstructed, no ground truth)."""
+    unscored = f" ({row['unscored']} unscored)" if row.get("unscored") else ""
+    return f"{row['ok']}/{row[total]}{unscored}"
 
 
 def comparison_tables(comparison: Comparison, every_round: bool = False) -> list[Table]:
@@ -85,7 +94,7 @@ def comparison_tables(comparison: Comparison, every_round: bool = False) -> list
     for row in (row for row in comparison.rows if row["round"] in shown):
         attack = row.get("attack")
         scores = ["–"] * 8 if attack is None else [
-            f"{row['ok']}/{row['attacked']}", fmt(row["success_rate"], ".0%"), fmt(row["psnr"], ".1f"),
+            attacks_done(row, "attacked"), fmt(row["success_rate"], ".0%"), fmt(row["psnr"], ".1f"),
             fmt(row["best_psnr"], ".1f"), fmt(row["prior_psnr"], ".1f"), fmt(row["leakage"], ".2f"),
             fmt(row["ssim"], ".3f"), fmt(row["label_accuracy"], ".0%")]
         rounds.add_row(str(row["round"]), row["arm"], fmt(row["test_accuracy"], ".1%"), fmt(row["epsilon"], ".3g"),

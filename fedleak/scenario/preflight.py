@@ -30,6 +30,9 @@ def check_runnable(scenario: Scenario) -> None:
     Raises:
         FedleakError: one line naming what would fail.
     """
+    if scenario.app is not None:
+        raise FedleakError("this scenario describes an attached Flower app ([app]): it runs inside that app "
+                           "(fedleak.attach, under flwr run); 'fedleak attack RUN_DIR' re-attacks its captures")
     splits = load_dataset(scenario.dataset)
     plan = build_plan(scenario.seed, scenario.dataset, scenario.partition)  # an empty shard is an error there
     for partition_id in range(plan.num_clients):

@@ -23,6 +23,7 @@ from pydantic import (
 from fedleak.attacks import ATTACKS
 from fedleak.core.config import (
     AccountingConfig,
+    AppConfig,
     CaptureConfig,
     DatasetConfig,
     FederationConfig,
@@ -126,6 +127,11 @@ class Scenario(Strict):
     accounting: AccountingConfig = AccountingConfig()
     runner: NamedRunner = Field(default_factory=lambda: {"name": "inline"}, validate_default=True)
     save_images: bool = True
+    app: AppConfig | None = None
+    """Set for a user's own Flower app attached with :func:`fedleak.attach`: its clients are
+    the user's, so there is no dataset, data plan, training or defense of fedleak's (those
+    sections are not stored) and ``capture.clients`` counts clients in the order the server
+    first sent to them."""
 
     @model_validator(mode="before")
     @classmethod
@@ -148,7 +154,16 @@ class Scenario(Strict):
         return self
 
     @model_validator(mode="after")
+    def _app_clients_are_its_own(self) -> Scenario:
+        if self.app is not None and self.defenses:
+            raise ValueError("defenses: an attached app's clients apply their own; fedleak neither applies "
+                             "nor accounts them")
+        return self
+
+    @model_validator(mode="after")
     def _rounds_and_clients_exist(self) -> Scenario:
+        if self.app is not None:  # the app's rounds and clients are known only as it runs
+            return self
         rounds, clients = self.federation.rounds, self.partition.num_clients
         for key, values, bound in (("capture.rounds", self.capture.rounds, rounds),
                                    ("threat.random_query.rounds", self.threat.random_query.rounds, rounds),
@@ -165,6 +180,13 @@ class Scenario(Strict):
             raise ValueError("threat.random_query: not supported with secure aggregation (the legacy path)")
         return self
 
+    def app_model_spec(self) -> ModelSpec:
+        """The attached app's model (``app`` set), on the images its clients send."""
+        if self.app is None:
+            raise ValueError("not an attached app's scenario (no [app] section)")
+        mean, std = self.app.channel_stats()
+        return ModelSpec(self.model.name, self.model.config, self.app.image_shape, self.app.num_classes, mean, std)
+
     def model_spec(self, splits: DatasetSplits) -> ModelSpec:
         """The architecture for this scenario's model on this dataset."""
         mean, std = splits.channel_stats
@@ -178,7 +200,8 @@ class Scenario(Strict):
         return DefensePipeline.from_components([(d.name, d.config) for d in self.defenses])
 
     def to_toml(self) -> str:
-        return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True, by_alias=True))
+        fedleaks_own = {"dataset", "partition", "training", "federation"} if self.app is not None else set()
+        return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True, by_alias=True, exclude=fedleaks_own))
 
 
 _KEYED_MESSAGE = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")

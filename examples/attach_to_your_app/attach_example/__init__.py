@@ -1,0 +1,1 @@
+"""A plain Flower PyTorch app with fedleak attached (see README.md)."""
