@@ -5,7 +5,7 @@ Two sources, one interface (:class:`GroundTruth`):
 * :class:`Evaluator` — fedleak's own runs. The ground truth is re-derived from the data
   plan, the same pure function the client sampled its batches from; never taken from a
   Flower message.
-* :class:`ReportedSamples` — an attached app (:func:`fedleak.attach`). The server knows no
+* :class:`ReportedTruth` — an attached app (:func:`fedleak.attach`). The server knows no
   data plan; a lab client may report the samples it trained on through fedleak's side
   channel (:func:`fedleak.client_mod`). Updates without them have no ground truth: their
   reconstructions are stored ``unscored``.
@@ -81,7 +81,7 @@ class Evaluator(GroundTruth):
         return len(self.plan.shard(partition_id))
 
 
-class ReportedSamples(GroundTruth):
+class ReportedTruth(GroundTruth):
     """The samples lab clients reported with their updates (kept until the run ends)."""
 
     def __init__(self) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fedleak.adversary.adversary import Adversary
-from fedleak.adversary.evaluation import Evaluator, GroundTruth, ReportedSamples
+from fedleak.adversary.evaluation import Evaluator, GroundTruth, ReportedTruth
 from fedleak.adversary.progress import Progress
 from fedleak.core.errors import FedleakError
 from fedleak.core.updates import ClientUpdate
@@ -113,7 +113,7 @@ def _offline_adversary(scenario: Scenario, store: ResultStore, runner: str, prog
     an attached app's scored against the samples its lab clients reported (unscored without)."""
     truth: GroundTruth
     if scenario.app is not None:
-        spec, truth = scenario.app_model_spec(), ReportedSamples()
+        spec, truth = scenario.app_model_spec(), ReportedTruth()
     else:
         splits = load_dataset(scenario.dataset)
         spec = scenario.model_spec(splits)

@@ -40,16 +40,15 @@ from torch import nn
 
 from fedleak.adversary import Adversary
 from fedleak.adversary.audit import stored_audit
-from fedleak.adversary.evaluation import ReportedSamples
+from fedleak.adversary.evaluation import ReportedTruth
 from fedleak.adversary.progress import ConsoleProgress, Progress
 from fedleak.core import wire
 from fedleak.core.config import AppConfig
 from fedleak.core.errors import FedleakError, first_line
-from fedleak.core.updates import ClientUpdate, RejectedReply, UpdateMetadata, Weights
-from fedleak.core.updates import ReportedSamples as Samples
+from fedleak.core.updates import ClientUpdate, RejectedReply, ReportedSamples, UpdateMetadata, Weights
 from fedleak.federation.replies import InvalidReply, check_weights
 from fedleak.federation.run import end_run
-from fedleak.federation.strategy import AdversarialStrategy
+from fedleak.federation.strategy import AdversarialStrategy, DelegatingStrategy
 from fedleak.models import ModelSpec
 from fedleak.results.lock import DirectoryLock
 from fedleak.results.store import ResultStore, check_out_dir, new_run_dir
@@ -151,15 +150,18 @@ def _model_name(model: type[nn.Module] | str) -> str:
     return f"{model.__module__}:{model.__qualname__}"
 
 
-class AttachedStrategy(Strategy):
+class AttachedStrategy(DelegatingStrategy):
     """The user's strategy; while :meth:`start` runs, every reply is captured first.
 
     Called outside :meth:`start` (as Flower's own loop never does), it is the user's strategy unchanged.
     """
 
     def __init__(self, inner: Strategy, scenario: Scenario, out_dir: Path, progress: Progress) -> None:
-        self.inner = inner
+        if scenario.app is None:
+            raise ValueError("an attached app's scenario needs its [app] section")
+        super().__init__(inner)
         self.scenario = scenario
+        self.app: AppConfig = scenario.app
         self.spec: ModelSpec = scenario.app_model_spec()
         self.out_dir = out_dir
         self.progress = progress
@@ -181,7 +183,7 @@ class AttachedStrategy(Strategy):
         self.run_dir = run_dir
         lock = DirectoryLock(run_dir, "another process writes this run").acquire()
         adversary = self._open(run_dir, initial)
-        capturing = CapturingStrategy(self.inner, adversary, AppReplies(run_dir.name, self.scenario.app),
+        capturing = CapturingStrategy(self.inner, adversary, AppReplies(run_dir.name, self.app),
                                       run_dir.name, num_rounds)
         try:
             result = capturing.start(grid, initial_arrays, num_rounds, timeout, train_config, evaluate_config,
@@ -201,25 +203,7 @@ class AttachedStrategy(Strategy):
         store.record_audit(run_dir.name, *stored_audit(self.spec.with_weights(initial), probe_seed=self.scenario.seed))
         runner = RUNNERS.get(self.scenario.runner.name)(self.scenario.runner)
         _log.info("fedleak: capturing into %s", run_dir)
-        return Adversary(self.scenario, self.spec, ReportedSamples(), store, runner, self.progress)
-
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
-        return self.inner.configure_train(server_round, arrays, config, grid)
-
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]
-                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        return self.inner.aggregate_train(server_round, replies)
-
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.inner.aggregate_evaluate(server_round, replies)
-
-    def summary(self) -> None:
-        self.inner.summary()
+        return Adversary(self.scenario, self.spec, ReportedTruth(), store, runner, self.progress)
 
 
 def check_model(spec: ModelSpec, sent: Weights) -> None:
@@ -287,21 +271,20 @@ def _weighting_key(strategy: Strategy) -> str | None:
 class AppReplies:
     """Reads an attached app's replies (the :class:`~fedleak.federation.strategy.ReplyReader` for it)."""
 
-    def __init__(self, run_id: str, app: AppConfig | None) -> None:
-        assert app is not None
+    def __init__(self, run_id: str, app: AppConfig) -> None:
         self.run_id = run_id
         self.app = app
         self._clients: dict[int, int] = {}
         self._configs: dict[int, Mapping[str, Any]] = {}
-        self._weighting_key: str | None = None
 
     def sent_to(self, configs: dict[int, Mapping[str, Any]]) -> None:
         """The train config each node was sent this round; new nodes are numbered in node-id order."""
         self._configs = configs
         for node_id in sorted(configs):
-            self._clients.setdefault(node_id, len(self._clients))
+            self.client(node_id)
 
     def client(self, node_id: int) -> int:
+        """The node's client number (the next free one, the first time it is seen)."""
         return self._clients.setdefault(node_id, len(self._clients))
 
     def read(self, server_round: int, node_id: int, content: RecordDict, sent: Weights
@@ -318,7 +301,7 @@ class AppReplies:
         return ClientUpdate(self.run_id, server_round, node_id, client, sent, weights, metadata,
                             warnings=tuple(warnings), reported=reported)
 
-    def metadata(self, node_id: int, metrics: Mapping[str, Any], reported: Samples | None,
+    def metadata(self, node_id: int, metrics: Mapping[str, Any], reported: ReportedSamples | None,
                  warnings: list[str]) -> UpdateMetadata:
         """The client's training as far as it can be known (module docstring); ``warnings`` gets what is assumed."""
         own = self.app.model_dump(include={"lr", "batch_size", "local_epochs", "local_steps"}, exclude_none=True)
@@ -352,13 +335,14 @@ class AppReplies:
                    ) -> list[tuple[Message, ClientUpdate | RejectedReply]]:
         """Reject accepted replies the inner strategy could not aggregate with the others: no
         weighting key, or other metric keys than most of the round's replies."""
-        keys = {id(reply): frozenset(_metrics(reply.content)) for reply, outcome in captured
-                if isinstance(outcome, ClientUpdate)}
+        metrics = {id(reply): _metrics(reply.content) for reply, outcome in captured
+                   if isinstance(outcome, ClientUpdate)}
+        keys = {reply: frozenset(record) for reply, record in metrics.items()}
         common = Counter(keys.values()).most_common(1)[0][0] if keys else frozenset()
         checked: list[tuple[Message, ClientUpdate | RejectedReply]] = []
         for reply, outcome in captured:
             if isinstance(outcome, ClientUpdate):
-                problem = _unaggregatable(_metrics(reply.content), keys[id(reply)], common, weighting_key)
+                problem = _unaggregatable(metrics[id(reply)], keys[id(reply)], common, weighting_key)
                 if problem:
                     outcome = RejectedReply(self.run_id, outcome.server_round, outcome.node_id, outcome.partition_id,
                                             "rejected", problem)
@@ -416,7 +400,7 @@ def _declared(name: str, sources: list[tuple[str, Mapping[str, Any]]], warnings:
     return None
 
 
-def _reported_samples(content: RecordDict, app: AppConfig) -> tuple[Samples | None, list[str]]:
+def _reported_samples(content: RecordDict, app: AppConfig) -> tuple[ReportedSamples | None, list[str]]:
     """Take the lab side channel out of ``content`` (the inner strategy never sees it); its
     samples, or why they are ignored (a warning: the update itself stays valid)."""
     if wire.TRUTH not in content:
@@ -433,7 +417,7 @@ def _reported_samples(content: RecordDict, app: AppConfig) -> tuple[Samples | No
     problem = _samples_problem(images, labels, app)
     if problem:
         return None, [f"{wire.TRUTH} ignored: {problem}"]
-    return Samples(images, labels), []
+    return ReportedSamples(images, labels), []
 
 
 def _samples_problem(images: torch.Tensor, labels: torch.Tensor, app: AppConfig) -> str | None:

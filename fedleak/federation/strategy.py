@@ -41,12 +41,37 @@ class ReplyReader(Protocol):
              ) -> ClientUpdate | RejectedReply: ...
 
 
-class AdversarialStrategy(Strategy):
+class DelegatingStrategy(Strategy):
+    """A strategy that hands every step to ``inner``; wrappers override the steps they change."""
+
+    def __init__(self, inner: Strategy) -> None:
+        self.inner = inner
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        return self.inner.configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        return self.inner.aggregate_train(server_round, replies)
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return self.inner.aggregate_evaluate(server_round, replies)
+
+    def summary(self) -> None:
+        self.inner.summary()
+
+
+class AdversarialStrategy(DelegatingStrategy):
     """Remembers the weights it sends; hands each reply to the adversary before aggregating."""
 
     def __init__(self, inner: Strategy, adversary: Adversary, reader: ReplyReader, run_id: str, num_rounds: int,
                  round_offset: int = 0) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.adversary = adversary
         self.reader = reader
         self.run_id = run_id
@@ -113,16 +138,6 @@ class AdversarialStrategy(Strategy):
             content["arrays"] = ArrayRecord(outcome.client_weights)
             del content[wire.WIRE]
         return outcome
-
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.inner.aggregate_evaluate(server_round, replies)
-
-    def summary(self) -> None:
-        self.inner.summary()
 
 
 def _in_dtypes_of(sent: Weights, arrays: ArrayRecord | None) -> ArrayRecord | None:
