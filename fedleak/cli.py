@@ -153,6 +153,11 @@ SELECT SUM(status = 'ok') AS ok, SUM(status = 'unscored') AS unscored, SUM(statu
 FROM attack_results WHERE run_id = ?"""
 _WARNINGS = """
 SELECT COUNT(*) AS warned, MIN(warning) AS first FROM updates WHERE run_id = ? AND warning IS NOT NULL"""
+_SANITY = """
+SELECT SUBSTR(sanity, 1, INSTR(sanity, ':') - 1) AS verdict, COUNT(*) AS n, MIN(rowid),
+       round, partition_id AS client, sanity AS first
+FROM updates WHERE run_id = ? AND sanity IS NOT NULL GROUP BY verdict ORDER BY verdict"""
+"""Per verdict its count and its first update (SQLite takes bare columns from the MIN(rowid) row)."""
 _REPLY_COUNTS = """
 SELECT SUM(status IS NULL OR status = 'accepted') AS accepted, SUM(status = 'rejected') AS rejected,
        SUM(status = 'failed') AS failed
@@ -177,6 +182,17 @@ def results(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -
         store.close()
 
 
+def _print_sanity(verdicts: list[dict[str, Any]]) -> None:
+    """The sanity checks' verdicts of a lab run's updates, and an example of each that is not consistent."""
+    if not verdicts:
+        return
+    console.print("sanity checks: " + ", ".join(f"{v['n']} {v['verdict']}" for v in verdicts), markup=False)
+    for verdict in verdicts:
+        if verdict["verdict"] != "consistent":
+            console.print(f"  e.g. round {verdict['round']}, client {verdict['client']}: {verdict['first']}",
+                          markup=False)
+
+
 def _print_run(store: ResultStore, run_dir: Path, run_row: dict[str, Any]) -> None:
     from fedleak.results import round_table
     from fedleak.results.captures import CaptureStore
@@ -191,6 +207,7 @@ def _print_run(store: ResultStore, run_dir: Path, run_row: dict[str, Any]) -> No
     warnings = store.query(_WARNINGS, run_row["run_id"])[0]
     if warnings["warned"]:
         console.print(f"  {warnings['warned']} accepted with warnings, e.g.: {warnings['first']}", markup=False)
+    _print_sanity(store.query(_SANITY, run_row["run_id"]))
     attacks = store.query(_ATTACK_COUNTS, run_row["run_id"])[0]
     unscored = (f"{attacks['unscored']} unscored (no ground truth: stored whole in reconstructions/), "
                 if attacks["unscored"] else "")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import re
 import threading
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from fedleak.adversary.evaluation import GroundTruth
 from fedleak.adversary.malicious import random_query_weights
 from fedleak.adversary.privacy import PrivacyLedger
 from fedleak.adversary.progress import Progress
+from fedleak.adversary.sanity import SanityVerdict, check_update
 from fedleak.attacks import ATTACKS
 from fedleak.attacks.base import Reconstruction
 from fedleak.core.errors import first_line
@@ -91,22 +93,27 @@ class Adversary:
         The round's rows are one transaction and its kept updates one file; its attacks are
         submitted together, so the runner can batch them."""
         updates = [self._flagged(update) for update in updates]
+        verdicts = [self.sanity_check(update) for update in updates]
         with self.store.transaction():
             for reply in rejected:
                 self.store.record_rejection(reply)
-            jobs = [job for update in updates for job in self.accept(update)]
+            jobs = [job for update, verdict in zip(updates, verdicts, strict=True)
+                    for job in self.accept(update, verdict)]
             self._keep(updates)
         if updates or rejected:
             server_round = (updates[0] if updates else rejected[0]).server_round
             attacked = sum(self.wants(update) for update in updates)
             self.progress.round_captured(server_round, num_rounds, len(updates), attacked, list(rejected))
+        for update, verdict in zip(updates, verdicts, strict=True):
+            if verdict is not None:
+                self.progress.update_checked(update.partition_id, verdict)
         self.submit(jobs)
 
     def observe(self, update: ClientUpdate) -> None:
         """Observe one more update (e.g. an aggregate) and submit its attacks."""
         update = self._flagged(update)
         with self.store.transaction():
-            jobs = self.accept(update)
+            jobs = self.accept(update, self.sanity_check(update))
             self._keep([update], kind="aggregate" if update.aggregate_of else "")
         self.submit(jobs)
 
@@ -121,13 +128,28 @@ class Adversary:
         if kept:
             self.captures.write(kept[0].server_round, kept, kind)
 
-    def accept(self, update: ClientUpdate) -> list[AttackJob]:
-        """Account and record ``update``; every attack on it if the capture policy selects it.
+    def sanity_check(self, update: ClientUpdate) -> SanityVerdict | None:
+        """Whether the attacks' model of the client re-computes an update they will attack, where
+        its ground truth came with it (:mod:`fedleak.adversary.sanity`); ``None``: not checked.
+
+        A check that fails (e.g. a user model the check cannot run) is its verdict, not a crash."""
+        if not self.wants(update) or not self.truth.checks_updates:
+            return None
+        try:
+            return check_update(self.model, update)
+        except Exception as error:  # noqa: BLE001 - the check is advice: it must never cost the update
+            _log.exception("the sanity check of round %s failed", update.server_round)
+            return SanityVerdict("failed", f"{type(error).__name__}: {first_line(error)}", math.nan)
+
+    def accept(self, update: ClientUpdate, sanity: SanityVerdict | None = None) -> list[AttackJob]:
+        """Account and record ``update`` (with its sanity check); every attack on it if the
+        capture policy selects it.
 
         An attack whose requirements the update cannot meet is stored "not applicable" at once."""
         epsilon = self._account(update)
         self._epsilon[(update.server_round, update.partitions)] = epsilon
-        self.store.record_update(update, epsilon, self.truth.batch_digest(update))
+        self.store.record_update(update, epsilon, self.truth.batch_digest(update),
+                                 None if sanity is None else str(sanity))
         return self.jobs_for(update, [attack.name for attack in self.scenario.attacks]) if self.wants(update) else []
 
     def jobs_for(self, update: ClientUpdate, attacks: list[str]) -> list[AttackJob]:

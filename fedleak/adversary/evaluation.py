@@ -28,6 +28,10 @@ from fedleak.data import DataPlan, ImageDataset
 class GroundTruth(ABC):
     """What the server can score an update's reconstruction against."""
 
+    checks_updates = False
+    """Whether updates are sanity-checked against their samples before they are attacked
+    (:mod:`fedleak.adversary.sanity`): where the samples came from the client, not from the plan."""
+
     prior: torch.Tensor | None = None
     """The trivial guess every score is set against (the training pool's mean image;
     :mod:`fedleak.adversary.metrics`); ``None``: no pool known, no reference scores."""
@@ -83,6 +87,8 @@ class Evaluator(GroundTruth):
 
 class ReportedTruth(GroundTruth):
     """The samples lab clients reported with their updates (kept until the run ends)."""
+
+    checks_updates = True
 
     def __init__(self) -> None:
         self._reported: dict[tuple[int, int], ImageDataset] = {}

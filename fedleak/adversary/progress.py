@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -10,12 +11,17 @@ from rich.markup import escape
 from fedleak.core.results import AttackResult
 from fedleak.core.updates import RejectedReply
 
+if TYPE_CHECKING:  # the check needs torch; progress reporting does not
+    from fedleak.adversary.sanity import SanityVerdict
+
 
 class Progress:
     """Receives run events; the base class ignores them (library use, tests)."""
 
     def round_captured(self, server_round: int, num_rounds: int, captured: int, attacked: int,
                        rejected: list[RejectedReply] | None = None) -> None: ...
+
+    def update_checked(self, partition_id: int, verdict: SanityVerdict) -> None: ...
 
     def attack_finished(self, result: AttackResult) -> None: ...
 
@@ -38,6 +44,11 @@ class ConsoleProgress(Progress):
             who = "a client" if reply.partition_id is None else f"client {reply.partition_id}"
             self.console.print(f"  [red]{reply.status}[/]: reply of {who} (node {reply.node_id}): "
                                f"{escape(reply.reason)}")
+
+    def update_checked(self, partition_id: int, verdict: SanityVerdict) -> None:
+        colour = {"consistent": "green", "approximate": "yellow"}.get(verdict.status, "red")
+        self.console.print(f"  sanity     client {partition_id:<3} [{colour}]{verdict.status}[/]: "
+                           f"{escape(verdict.detail)}")
 
     def attack_finished(self, result: AttackResult) -> None:
         where = f"  {result.attack:<10} client {result.partition_id:<3}"

@@ -138,7 +138,7 @@ _ADDED_COLUMNS = {
                        "prior_ssim": "REAL", "leakage": "REAL", "recovered_rate": "REAL",
                        "attack_config": "TEXT", "variant": "TEXT", "reconstruction": "TEXT"},
     "updates": {"random_query": "INTEGER", "status": "TEXT", "reason": "TEXT", "batch_digest": "TEXT",
-                "warning": "TEXT"},
+                "warning": "TEXT", "sanity": "TEXT"},
 }
 """Columns newer than the first schema, added to every database (new or written before them) when opened."""
 
@@ -274,16 +274,17 @@ class ResultStore:
                     (run_id, server_round, accuracy, loss, time.time(), *_epsilons(epsilon)))
 
     def record_update(self, update: ClientUpdate, epsilon: Epsilon | None = None,
-                      batch_digest: str | None = None) -> None:
-        """An accepted reply, with the ε it cost, the digest of the batches it trained on and
-        what it did not declare (an attached app's, ``warning``)."""
+                      batch_digest: str | None = None, sanity: str | None = None) -> None:
+        """An accepted reply, with the ε it cost, the digest of the batches it trained on,
+        what it did not declare (an attached app's, ``warning``) and its sanity check's verdict
+        (a lab update's, ``sanity``: :mod:`fedleak.adversary.sanity`)."""
         aggregate_of = json.dumps(list(update.aggregate_of)) if update.aggregate_of else None
         row = {
             "run_id": update.run_id, "round": update.server_round, "node_id": str(update.node_id),
             "partition_id": update.partition_id, **asdict(update.metadata), "update_norm": update.norm(),
             "aggregate_of": aggregate_of, **dict(zip(("epsilon", "model_epsilon"), _epsilons(epsilon))),
             "random_query": update.random_query, "status": "accepted", "batch_digest": batch_digest,
-            "warning": "; ".join(update.warnings) or None,
+            "warning": "; ".join(update.warnings) or None, "sanity": sanity,
         }
         self._insert("updates", row)
 
