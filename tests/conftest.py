@@ -55,9 +55,9 @@ def captured(monkeypatch):
     seen = []
     accept = Adversary.accept
 
-    def recording(self, update):
+    def recording(self, update, sanity=None):
         seen.append(update)
-        return accept(self, update)
+        return accept(self, update, sanity)
 
     monkeypatch.setattr(Adversary, "accept", recording)
     return seen

@@ -75,14 +75,21 @@ class Evaluator(GroundTruth):
         index = np.concatenate([self.plan.samples(p, server_round, self.training) for p in partitions])
         return self.pool.subset(torch.as_tensor(index))
 
-    def samples(self, update: ClientUpdate) -> ImageDataset:
-        return self.ground_truth(update.partitions, update.server_round)
+    def planned(self, partitions: tuple[int, ...]) -> bool:
+        """Whether the plan holds these partitions (a stock client in fedleak's run is numbered
+        after them: :class:`~fedleak.federation.server.ServerReplies`; its data is unknown)."""
+        return all(0 <= p < self.plan.num_clients for p in partitions)
 
-    def batch_digest(self, update: ClientUpdate) -> str:
+    def samples(self, update: ClientUpdate) -> ImageDataset | None:
+        return self.ground_truth(update.partitions, update.server_round) if self.planned(update.partitions) else None
+
+    def batch_digest(self, update: ClientUpdate) -> str | None:
+        if not self.planned(update.partitions):
+            return None
         return self.plan.batch_digest(update.partitions, update.server_round, self.training)
 
-    def shard_size(self, partition_id: int) -> int:
-        return len(self.plan.shard(partition_id))
+    def shard_size(self, partition_id: int) -> int | None:
+        return len(self.plan.shard(partition_id)) if self.planned((partition_id,)) else None
 
 
 class ReportedTruth(GroundTruth):

@@ -271,9 +271,14 @@ def _weighting_key(strategy: Strategy) -> str | None:
 class AppReplies:
     """Reads an attached app's replies (the :class:`~fedleak.federation.strategy.ReplyReader` for it)."""
 
-    def __init__(self, run_id: str, app: AppConfig) -> None:
+    def __init__(self, run_id: str, app: AppConfig, first_client: int = 0,
+                 config: Mapping[str, Any] | None = None) -> None:
         self.run_id = run_id
         self.app = app
+        self.first_client = first_client
+        """The number of the first client seen (fedleak's own run numbers stock clients after its partitions)."""
+        self.config: Mapping[str, Any] = config or {}
+        """The train config sent to a node :meth:`sent_to` did not name (one config for every node)."""
         self._clients: dict[int, int] = {}
         self._configs: dict[int, Mapping[str, Any]] = {}
 
@@ -285,7 +290,7 @@ class AppReplies:
 
     def client(self, node_id: int) -> int:
         """The node's client number (the next free one, the first time it is seen)."""
-        return self._clients.setdefault(node_id, len(self._clients))
+        return self._clients.setdefault(node_id, self.first_client + len(self._clients))
 
     def read(self, server_round: int, node_id: int, content: RecordDict, sent: Weights
              ) -> ClientUpdate | RejectedReply:
@@ -306,7 +311,7 @@ class AppReplies:
         """The client's training as far as it can be known (module docstring); ``warnings`` gets what is assumed."""
         own = self.app.model_dump(include={"lr", "batch_size", "local_epochs", "local_steps"}, exclude_none=True)
         sources = [("fedleak.attach", {METADATA_KEYS[k][0]: v for k, v in own.items()}), ("the reply", metrics),
-                   ("the train config sent", self._configs.get(node_id, {}))]
+                   ("the train config sent", self._configs.get(node_id, self.config))]
         found = {name: _declared(name, sources, warnings) for name in METADATA_KEYS}
         examples = found["num_examples"] or (len(reported.labels) if reported is not None else None)
         if examples is None:

@@ -34,7 +34,7 @@ from fedleak.core.updates import ClientUpdate, RejectedReply, Weights
 from fedleak.data import build_plan
 from fedleak.defenses.secagg import SecAggPlus
 from fedleak.federation import records
-from fedleak.federation.replies import ReplyChecker
+from fedleak.federation.replies import InvalidReply, ReplyChecker
 from fedleak.federation.run import ServerRun
 from fedleak.federation.secagg_capture import MaskedVector, capturing_workflow
 from fedleak.scenario import Scenario
@@ -81,7 +81,18 @@ class LegacyCapture:
 
     def aggregate(self, server_round: int, aggregate: list[np.ndarray],
                   results: list[tuple[ClientProxy, FitRes]]) -> None:
-        """The unmasked aggregate, attacked as one batch of every contributor's samples."""
+        """The unmasked aggregate, attacked as one batch of every contributor's samples; not
+        attacked (a rejected row says why) when a contributor did not declare its training as
+        fedleak's clients do (e.g. a stock Flower client): its samples are unknown."""
+        try:
+            for _, res in results:
+                partition_id = self.checker.partition_id(res.metrics)
+                self.checker.metadata(res.metrics, partition_id, server_round)
+        except InvalidReply as problem:
+            self.run.store.record_rejection(RejectedReply(
+                self.run.run_id, server_round, -1, None, "rejected",
+                f"the unmasked aggregate of {len(results)} replies is not attacked: a contributor's {problem}"))
+            return
         contributors = tuple(sorted(int(res.metrics[wire.PARTITION_ID]) for _, res in results))
         metrics = {**results[0][1].metrics,
                    wire.NUM_EXAMPLES: sum(res.num_examples for _, res in results),

@@ -7,8 +7,8 @@ Layout of a run directory (0700; every file in it 0600, whatever the umask)::
 
     results.sqlite      runs (status, error, data-plan digest), rounds (utility, ε), updates
                         (accepted, rejected or failed replies; ε; batch digest; an attached
-                        app's warnings), attack_results (status, scores and the mean-image
-                        reference, ε, time)
+                        app's warnings; a lab update's sanity check), attack_results (status,
+                        scores and the mean-image reference, ε, time)
     scenario.toml       the resolved scenario (re-runnable with ``fedleak run``)
     checkpoint.safetensors  the global model after the last completed round (:mod:`.checkpoint`)
     captures/           round-{r}.safetensors: the round's captured updates (:mod:`.captures`)
