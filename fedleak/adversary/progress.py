@@ -52,6 +52,10 @@ class ConsoleProgress(Progress):
 
     def attack_finished(self, result: AttackResult) -> None:
         where = f"  {result.attack:<10} client {result.partition_id:<3}"
+        if result.status == "unscored":
+            self.console.print(f"{where} [yellow]unscored[/]: {result.num_reconstructed} images reconstructed "
+                               f"(no ground truth: stored whole)  {result.seconds:.1f}s")
+            return
         if result.status != "ok":
             colour = "yellow" if result.status in ("not applicable", "cancelled") else "red"
             self.console.print(f"{where} [{colour}]{result.status}[/]: {escape(result.error or '')}")

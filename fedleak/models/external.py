@@ -124,7 +124,11 @@ def _imported_class(name: str, module: str, attribute: str) -> type[nn.Module]:
     try:
         found: Any = importlib.import_module(module)
     except Exception as error:  # noqa: BLE001 - the user's module: any failure is one line
-        raise FedleakError(f"'{name}': cannot import {module}: {type(error).__name__}: {first_line(error)}") from None
+        hint = (" (is the folder holding it on PYTHONPATH? `python -m fedleak` adds the working directory)"
+                if isinstance(error, ModuleNotFoundError) and module.split(".")[0] == (error.name or "").split(".")[0]
+                else "")
+        raise FedleakError(f"'{name}': cannot import {module}: {type(error).__name__}: {first_line(error)}{hint}"
+                           ) from None
     for part in attribute.split("."):
         if not hasattr(found, part):
             raise FedleakError(f"'{name}': {module} has no attribute '{attribute}'")
