@@ -360,6 +360,29 @@ def audit(
     console.print(f"risk index: {result.risk_index:.4f}")
 
 
+deploy = typer.Typer(no_args_is_help=True, help="Deploy on Flower's deployment runtime (README \"Deploy\").")
+app.add_typer(deploy, name="deploy")
+
+
+@deploy.command("certs")
+def deploy_certs(
+    directory: Annotated[Path, typer.Argument(help="Where to write them (made 0700; the certificates volume).")],
+    host: Annotated[list[str], typer.Option("--host", help="Another address clients dial the SuperLink at "
+                                                           "(IP or DNS name; repeatable).")] = [],  # noqa: B006
+    supernodes: Annotated[int, typer.Option(help="SuperNode key pairs to make.")] = 2,
+    days: Annotated[int, typer.Option(help="Validity of the certificates.")] = 365,
+    owner: Annotated[int | None, typer.Option(help="Give every file this uid (Flower's images: 49999).")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Overwrite an existing set (key rotation).")] = False,
+) -> None:
+    """A CA, the SuperLink's TLS certificate and key, and SuperNode authentication key pairs."""
+    from fedleak.deploy.certs import write_certificates
+
+    files = write_certificates(directory, host, supernodes, days, owner, replace)
+    console.print(f"fedleak: wrote a CA, the SuperLink certificate and {len(files.supernode_keys)} SuperNode key "
+                  f"pairs to {directory} (keys 0600). Register each public key: "
+                  f"flwr supernode register {files.supernode_keys[0][1]} FEDERATION", markup=False)
+
+
 def _image_shape(text: str) -> tuple[int, int, int]:
     parts = text.split(",")
     if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):

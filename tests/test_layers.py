@@ -9,7 +9,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "fedleak"
 LAYERS = [
     {"core"},
-    {"data", "models", "results"},
+    {"data", "models", "results", "deploy"},
     {"attacks", "defenses"},
     {"runners"},
     {"scenario"},

@@ -153,3 +153,13 @@ def test_a_cluster_that_cannot_be_joined_fails_the_attacks_not_the_run(tmp_path,
     runner.close(wait=True)
     errors = [r["error"] for r in store.query("SELECT error FROM attack_results")]
     assert errors == ["runner failed: could not start the Ray pool at 127.0.0.1:1: no GCS at 127.0.0.1:1"]
+
+
+def test_workers_running_other_fedleak_code_than_the_server_refuse_every_attack(tmp_path, local_ray, monkeypatch):
+    from fedleak.runners import _ray_pool
+
+    monkeypatch.setattr(_ray_pool, "code_fingerprint", lambda: "0.1.0+000000000000")  # the server's copy differs
+    rows = _attack_all(tmp_path, RayPool(RayRunnerConfig(name="ray", workers=1)), [{"name": "analytic"}])
+    assert len(rows) == 2 and all(r["status"] == "failed" for r in rows.values())
+    assert all(r["error"].startswith("fedleak code differs: the server runs 0.1.0+000000000000, this attack worker "
+                                     "0.1.0+") for r in rows.values())

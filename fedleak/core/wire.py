@@ -12,3 +12,6 @@ WIRE, ENCODING = "wire", "encoding"
 # A lab client's side channel (fedleak.client_mod): the samples it trained on, as one ArrayRecord
 # of [0, 1] images and their labels, which the server stores and removes before aggregation.
 TRUTH, TRUTH_IMAGES, TRUTH_LABELS = "fedleak-truth", "images", "labels"
+
+# The server's fedleak code (fedleak.core.fingerprint) in every train config it sends.
+FEDLEAK_CODE = "fedleak-code"

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from fedleak.core import wire
 from fedleak.core.config import TrainingConfig
 from fedleak.core.errors import FedleakError
+from fedleak.core.fingerprint import code_fingerprint, code_mismatch
 from fedleak.core.updates import ClientUpdate, UpdateMetadata, Weights
 from fedleak.data import load_dataset
 from fedleak.defenses import DEFENSES
@@ -20,8 +21,9 @@ from fedleak.scenario import Scenario
 
 
 def training_record(training: TrainingConfig) -> ConfigRecord:
-    """What the server configures for local training (sent every round)."""
-    return ConfigRecord({key.replace("_", "-"): value for key, value in training.model_dump().items()})
+    """What the server configures for local training (sent every round), with its fedleak code's fingerprint."""
+    return ConfigRecord({**{key.replace("_", "-"): value for key, value in training.model_dump().items()},
+                         wire.FEDLEAK_CODE: code_fingerprint()})
 
 
 def training_from_record(record: Mapping[str, Any], defaults: TrainingConfig) -> TrainingConfig:
@@ -32,8 +34,12 @@ def training_from_record(record: Mapping[str, Any], defaults: TrainingConfig) ->
     holds (say ``lr``), can drive fedleak's clients.
 
     Raises:
-        FedleakError: keys the server sent are invalid (one line naming every one).
+        FedleakError: keys the server sent are invalid (one line naming every one), or the server
+            runs other fedleak code than this client (:mod:`fedleak.core.fingerprint`).
     """
+    mismatch = code_mismatch(record[wire.FEDLEAK_CODE], "this client") if wire.FEDLEAK_CODE in record else None
+    if mismatch:
+        raise FedleakError(mismatch)
     sent = {name: record[name.replace("_", "-")] for name in TrainingConfig.model_fields
             if name.replace("_", "-") in record}
     try:

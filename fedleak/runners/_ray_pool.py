@@ -33,6 +33,7 @@ import ray
 
 from fedleak.attacks import ATTACKS, Attack, AttackStatus
 from fedleak.core.errors import first_line
+from fedleak.core.fingerprint import code_fingerprint, code_mismatch
 from fedleak.runners.base import AttackJob, AttackOutcome, AttackRunner, OutcomeCallback, execute_batch, report
 from fedleak.runners.ray_config import RayRunnerConfig, start_local_ray
 
@@ -50,9 +51,13 @@ _Result = dict[str, Any]
 class AttackWorker:
     """One batch of attacks at a time, in its own process (and on its share of a GPU)."""
 
-    def run(self, jobs: list[AttackJob], attack_class: type[Attack]) -> list[_Result]:
+    def run(self, jobs: list[AttackJob], attack_class: type[Attack], server_code: str) -> list[_Result]:
         """Each job's outcome without the job: the dispatcher has it, and sending its
-        weights back would double what crosses the process boundary."""
+        weights back would double what crosses the process boundary. A worker running other
+        fedleak code than the server (``server_code``, :mod:`fedleak.core.fingerprint`) fails them all."""
+        mismatch = code_mismatch(server_code, "this attack worker")
+        if mismatch:
+            return [AttackOutcome.unfinished(job, mismatch).without_job() for job in jobs]
         return [outcome.without_job() for outcome in execute_batch(jobs, attack_class)]
 
 
@@ -198,7 +203,7 @@ class RayPool(AttackRunner):
         while self._queue and self._idle:
             batch = self._next_batch()
             worker = self._idle.pop()
-            ref: ray.ObjectRef = worker.run.remote([q.job for q in batch], batch[0].attack_class)
+            ref: ray.ObjectRef = worker.run.remote([q.job for q in batch], batch[0].attack_class, code_fingerprint())
             self._running[ref] = _Running(batch, worker, time.perf_counter())
         self._changed.notify_all()
 

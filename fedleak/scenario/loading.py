@@ -17,15 +17,15 @@ from fedleak.core.errors import FedleakError
 from fedleak.scenario.schema import Scenario, first_error
 
 
-def load_scenario(path: str | Path, overrides: Iterable[str] = ()) -> Scenario:
-    """Read, override and validate a scenario file.
+def load_scenario(path: str | Path, overrides: Iterable[str] = (), label: str = "--set") -> Scenario:
+    """Read, override and validate a scenario file (``label`` names where the overrides came from).
 
     Raises:
         FedleakError: one line naming the file, the key and what is allowed.
     """
     table = read_toml(path, "scenario file")
     for override in overrides:
-        apply_override(table, override)
+        apply_override(table, override, label)
     return parse_scenario(table, source=str(path))
 
 

@@ -1,0 +1,193 @@
+"""docker-compose.yml's topology as processes on 127.0.0.1: for tests, benchmarks and a first look.
+
+:class:`LocalDeployment` starts what the compose file runs — a TLS SuperLink with SuperNode
+authentication (``--isolation process``), the SuperExec of fedleak's ServerApp, N SuperNodes
+with their ``partition-id`` and keys and a SuperExec each for their ClientApp, and optionally a
+Ray head for the attacks — every one bound to 127.0.0.1, its output in ``directory/logs``, and
+stops each process it started, by PID (never ``ray stop``, which stops every Ray on the machine).
+
+The ``flwr`` CLI finds the deployment as the federation :data:`FEDERATION` in
+``directory/flwr-home/config.toml`` (``FLWR_HOME`` in :meth:`LocalDeployment.env`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from fedleak.core.errors import FedleakError
+from fedleak.deploy.certs import DeploymentCertificates, write_certificates
+
+FEDERATION = "fedleak-local"
+"""The federation name the local deployment is registered under in its ``config.toml``."""
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the OS's pick)."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class LocalDeployment:
+    """The deployment's processes under ``directory`` (module docstring); a context manager."""
+
+    directory: Path
+    supernodes: int = 2
+    registered: int | None = None
+    """How many of the SuperNodes' keys are registered (``None``: all): the others are refused."""
+    ray_head: bool = True
+    ray_cpus: int = 1
+    env_extra: dict[str, str] = field(default_factory=dict)
+    superlink_port: int = field(default_factory=free_port)
+    ray_port: int = field(default_factory=free_port)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    certificates: DeploymentCertificates | None = None
+    ray_dir: Path | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.superlink_port}"
+
+    @property
+    def ray_address(self) -> str:
+        return f"{HOST}:{self.ray_port}"
+
+    def env(self) -> dict[str, str]:
+        """The environment of every process and of the ``flwr`` CLI against this deployment."""
+        return {**os.environ, "FLWR_HOME": str(self.directory / "flwr-home"), **self.env_extra}
+
+    def __enter__(self) -> LocalDeployment:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Certificates, the federation entry, then the processes in dependency order.
+
+        Raises:
+            FedleakError: a process exited or its port did not open in time (its log named).
+        """
+        certs = write_certificates(self.directory / "certs", supernodes=self.supernodes, replace=True)
+        self.certificates = certs
+        self._federation_config(certs)
+        if self.ray_head:
+            self._ray_head()
+        self._spawn("superlink", ["flower-superlink", "--isolation", "process", "--host", HOST,
+                                  "--port", str(self.superlink_port), "--database", str(self.directory / "state.db"),
+                                  "--disable-runtime-dependency-installation",
+                                  "--ssl-ca-certfile", str(certs.ca_certificate),
+                                  "--ssl-certfile", str(certs.superlink_certificate),
+                                  "--ssl-keyfile", str(certs.superlink_key), "--enable-supernode-auth"])
+        self._wait_for_port("superlink", self.superlink_port)
+        for _, public in certs.supernode_keys[:self.registered]:
+            self.flwr(["supernode", "register", str(public), FEDERATION])
+        self._spawn("superexec-serverapp", ["flower-superexec", "--runtime-api-address", self.address,
+                                            "--root-certificates", str(certs.ca_certificate)])
+        for partition, (private, _) in enumerate(certs.supernode_keys):
+            port = free_port()
+            self._spawn(f"supernode-{partition}", [
+                "flower-supernode", "--superlink", self.address, "--root-certificates", str(certs.ca_certificate),
+                "--auth-supernode-private-key", str(private),
+                "--node-config", f"partition-id={partition} num-partitions={self.supernodes}",
+                "--isolation", "process", "--host", HOST, "--port", str(port)])
+            self._spawn(f"superexec-clientapp-{partition}", ["flower-superexec", "--runtime-api-address",
+                                                             f"{HOST}:{port}", "--insecure"])
+
+    def _federation_config(self, certs: DeploymentCertificates) -> None:
+        home = self.directory / "flwr-home"
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "config.toml").write_text(
+            f'[superlink]\ndefault = "{FEDERATION}"\n\n[superlink.{FEDERATION}]\n'
+            f'address = "{self.address}"\nroot-certificates = "{certs.ca_certificate}"\n')
+
+    def _ray_head(self) -> None:
+        # Ray's socket paths must fit in 107 bytes and it makes its folder 0777: a short private
+        # folder of its own (removed by stop), with Ray's inside it.
+        self.ray_dir = Path(tempfile.mkdtemp(prefix="fedleak-ray-"))
+        self._spawn("ray-head", ["ray", "start", "--head", "--block", f"--node-ip-address={HOST}",
+                                 f"--port={self.ray_port}", f"--num-cpus={self.ray_cpus}",
+                                 "--include-dashboard=false", f"--temp-dir={self.ray_dir / 'r'}"])
+        self._wait_for_port("ray-head", self.ray_port, timeout=90)
+
+    def ray_worker_logs(self) -> list[Path]:
+        """The Ray head's worker logs (what its workers ran), while it runs."""
+        return sorted(self.ray_dir.rglob("worker-*.err")) if self.ray_dir else []
+
+    def flwr(self, arguments: Sequence[str], timeout: float = 120, check: bool = True,
+             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the ``flwr`` CLI against this deployment.
+
+        Raises:
+            FedleakError: it failed (with ``check``): its last output line.
+        """
+        done = subprocess.run(["flwr", *arguments], env=self.env(), capture_output=True, text=True,
+                              timeout=timeout, cwd=cwd)
+        if check and done.returncode != 0:
+            last = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
+            raise FedleakError(f"flwr {' '.join(arguments[:2])} failed: {last[0]}")
+        return done
+
+    def log(self, name: str) -> str:
+        return (self.directory / "logs" / f"{name}.log").read_text(errors="replace")
+
+    def _spawn(self, name: str, command: list[str]) -> None:
+        logs = self.directory / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with open(logs / f"{name}.log", "wb") as output:
+            self.processes[name] = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=self.env(),
+                                                    start_new_session=True)
+
+    def _wait_for_port(self, name: str, port: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.processes[name].poll() is not None:
+                raise FedleakError(f"{name} exited with {self.processes[name].returncode} "
+                                   f"(see {self.directory / 'logs' / name}.log)")
+            with socket.socket() as probe:
+                if probe.connect_ex((HOST, port)) == 0:
+                    return
+            time.sleep(0.2)
+        raise FedleakError(f"{name} did not open port {port} in {timeout:.0f} s (see its log)")
+
+    def stop(self, timeout: float = 20) -> None:
+        """Stop every process started (its whole session: a SuperExec's app processes too), by PID."""
+        for process in reversed(list(self.processes.values())):
+            if process.poll() is None:
+                _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in self.processes.values():
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(process, signal.SIGKILL)
+                process.wait()
+            _signal_group(process, signal.SIGKILL)  # what the group's leader left behind (e.g. Ray's raylet)
+        if self.ray_dir is not None:
+            shutil.rmtree(self.ray_dir, ignore_errors=True)
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
