@@ -23,11 +23,13 @@ RUN pip install .
 
 FROM ${PYTHON_IMAGE} AS runtime
 # Flower's own images run as the user app (uid 49999); mounted certificates and state expect it.
+# Runs land in /fedleak/runs (the compose file's runs volume): a relative out-dir is resolved
+# against FEDLEAK_OUT_BASE.
 RUN useradd --uid 49999 --user-group --create-home --home-dir /home/app app \
-    && mkdir -p /state /runs /data /certs \
-    && chown app:app /state /runs
+    && mkdir -p /state /fedleak/runs /data /certs \
+    && chown app:app /state /fedleak /fedleak/runs
 COPY --from=build /opt/fedleak /opt/fedleak
-ENV PATH=/opt/fedleak/bin:$PATH PYTHONUNBUFFERED=1 FEDLEAK_OUT_BASE=/runs
+ENV PATH=/opt/fedleak/bin:$PATH PYTHONUNBUFFERED=1 FEDLEAK_OUT_BASE=/fedleak
 WORKDIR /home/app
 USER 49999:49999
 CMD ["fedleak", "--help"]

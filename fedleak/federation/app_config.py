@@ -7,8 +7,9 @@
   (``--run-config "set='training.lr=0.05; federation.rounds=2'"``): what ``--set`` reaches,
   a deployment reaches too; the ServerApp and every ClientApp apply the same ones;
 * ``out-dir`` — where run directories are made. A relative one is resolved against
-  ``$FEDLEAK_OUT_BASE`` (the runs volume of ``docker-compose.yml``: ``/runs``), else the
-  ServerApp process's working directory, and logged absolute.
+  ``$FEDLEAK_OUT_BASE`` (``/fedleak`` in fedleak's image, so the default ``runs`` is the
+  compose file's runs volume, ``/fedleak/runs``), else the ServerApp process's working
+  directory, and logged absolute.
 
 Without them (``run_simulation``, or a stock app's run config) the defaults below apply. A
 scenario that does not load or cannot run is one line in the ServerApp's log (``flwr log``)
