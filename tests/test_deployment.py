@@ -53,11 +53,12 @@ def deployment(tmp_path_factory):
                              f"set='training.lrr=1' out-dir='{out_dir}'"], timeout=200, check=False, cwd=REPO)
         refused = deployed.processes["supernode-2"].wait(60)
         workers_ran = [path.read_text(errors="replace") for path in deployed.ray_worker_logs()]
+        listening = deployed.listening()
         logs = {name: deployed.log(name) for name in deployed.processes}
         ports = [deployed.superlink_port, deployed.ray_port]
         processes = list(deployed.processes.values())
     return {"run": run, "bad": bad, "out_dir": out_dir, "refused": refused, "logs": logs, "ports": ports,
-            "processes": processes, "workers_ran": workers_ran}
+            "processes": processes, "workers_ran": workers_ran, "listening": listening}
 
 
 def test_a_deployed_run_stores_what_the_simulation_stores_with_the_same_seed(deployment, tmp_path):
@@ -89,6 +90,11 @@ def test_a_bad_scenario_key_is_one_line_in_the_log_and_a_failed_run_losing_nothi
     assert line in store.query("SELECT error FROM runs")[0]["error"]
     store.close()
     assert _only_run(deployment["out_dir"], "quickstart-")  # the earlier run is still there
+
+
+def test_every_server_of_the_deployment_listens_on_loopback_only(deployment):
+    assert len(deployment["listening"]) >= 4, deployment["listening"]  # the SuperLink, SuperNodes, Ray
+    assert all(address.startswith("127.") for address in deployment["listening"]), deployment["listening"]
 
 
 def test_every_process_started_is_stopped_and_its_ports_closed(deployment):

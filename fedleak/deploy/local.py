@@ -12,6 +12,7 @@ The ``flwr`` CLI finds the deployment as the federation :data:`FEDERATION` in
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import signal
@@ -66,8 +67,19 @@ class LocalDeployment:
         return f"{HOST}:{self.ray_port}"
 
     def env(self) -> dict[str, str]:
-        """The environment of every process and of the ``flwr`` CLI against this deployment."""
-        return {**os.environ, "FLWR_HOME": str(self.directory / "flwr-home"), **self.env_extra}
+        """The environment of every process and of the ``flwr`` CLI against this deployment.
+
+        ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` makes the Ray head and the ServerApp's driver a
+        single-machine cluster, whose servers bind 127.0.0.1 (otherwise the GCS and raylets listen
+        on every interface, :func:`fedleak.runners.ray_config.local_ray_options`)."""
+        return {**os.environ, "FLWR_HOME": str(self.directory / "flwr-home"), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+                **self.env_extra}
+
+    def listening(self) -> list[str]:
+        """Every TCP address (``host:port``) a process of the deployment listens on, now."""
+        groups = {process.pid for process in self.processes.values() if process.poll() is None}
+        inodes = {inode for pid in _members(groups) for inode in _socket_inodes(pid)}
+        return sorted(address for address, inode in _listening_sockets() if inode in inodes)
 
     def __enter__(self) -> LocalDeployment:
         try:
@@ -124,8 +136,11 @@ class LocalDeployment:
         # Ray's socket paths must fit in 107 bytes and it makes its folder 0777: a short private
         # folder of its own (removed by stop), with Ray's inside it.
         self.ray_dir = Path(tempfile.mkdtemp(prefix="fedleak-ray-"))
+        # Ray's fixed default ports (client server 10001, dashboard agent 52365) taken from the OS
+        # instead, so that another Ray on the machine does not collide with this one.
+        fixed = [f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}"]
         self._spawn("ray-head", ["ray", "start", "--head", "--block", f"--node-ip-address={HOST}",
-                                 f"--port={self.ray_port}", f"--num-cpus={self.ray_cpus}",
+                                 f"--port={self.ray_port}", f"--num-cpus={self.ray_cpus}", *fixed,
                                  "--include-dashboard=false", f"--temp-dir={self.ray_dir / 'r'}"])
         self._wait_for_port("ray-head", self.ray_port, timeout=90)
 
@@ -191,3 +206,55 @@ def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
         os.killpg(process.pid, signum)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _members(groups: set[int]) -> list[int]:
+    """The PIDs of every process in the process groups ``groups`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) in groups:  # field 5 of /proc/PID/stat: the process group
+                found.append(int(entry.name))
+    return found
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    try:
+        for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+            target = os.readlink(descriptor)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        pass
+    return inodes
+
+
+def _listening_sockets() -> list[tuple[str, str]]:
+    """(address, inode) of every listening TCP socket (/proc/net/tcp and tcp6, state 0A)."""
+    found = []
+    for table, width in (("tcp", 8), ("tcp6", 32)):
+        try:
+            lines = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] != "0A":
+                continue
+            host_hex, port_hex = fields[1].split(":")
+            found.append((f"{_host(host_hex, width)}:{int(port_hex, 16)}", fields[9]))
+    return found
+
+
+def _host(hex_address: str, width: int) -> str:
+    """A /proc/net address (little-endian 32-bit words) as text: IPv4-mapped IPv6 as its IPv4."""
+    raw = b"".join(bytes.fromhex(hex_address[i:i + 8])[::-1] for i in range(0, width, 8))
+    address = ipaddress.ip_address(raw)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
