@@ -22,6 +22,9 @@ HEAVY = ("flwr", "ray", "datasets", "flwr_datasets", "torchmetrics", "opacus", "
     # A Ray worker imports the runner (and through it the attacks and models) at start-up, on
     # the cores the federation uses; ray itself is what it runs in.
     ("an attack worker", "import fedleak.runners._ray_pool, fedleak\nfedleak.ATTACKS.names()", ["ray"]),
+    # A ClientApp process (a simulation's Ray actor, a deployment's flwr-clientapp per task) imports
+    # only the client side: not the adversary's scoring (torchmetrics, torchvision) nor the server.
+    ("a ClientApp", "import clients.app", ["flwr"]),
 ])
 def test_an_entry_point_imports_only_what_it_uses(entry, code, allowed):
     assert imported_after(code, HEAVY) == allowed, entry

@@ -28,10 +28,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
-from torchmetrics.functional.image import (
-    peak_signal_noise_ratio,
-    structural_similarity_index_measure,
-)
 
 SUCCESS_MSE = 1e-3
 """DLG's criterion for a recovered image (used for success rates)."""
@@ -152,10 +148,15 @@ def best_ssim(recon: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 
 
 def _psnr(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # torchmetrics (and the torchvision it imports) costs seconds to import: only where scores are computed
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
     return peak_signal_noise_ratio(images, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
 
 
 def _ssim(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     ssim = structural_similarity_index_measure(
         images, target, data_range=1.0, reduction="none", kernel_size=_ssim_kernel(target)
     )

@@ -1,15 +1,14 @@
-"""Flower glue: the honest ClientApp, the adversarial ServerApp and strategy, simulation."""
+"""Flower glue: the honest ClientApp, the adversarial ServerApp and strategy, simulation.
 
-from fedleak.federation.client import build_client_app
-from fedleak.federation.server import build_server_app, run_server
-from fedleak.federation.simulation import run_simulated, simulate
-from fedleak.federation.strategy import AdversarialStrategy
+Names load on first use: a ClientApp process (``fedleak.federation.client``) does not pay
+for the server side (the adversary, its scoring and torchmetrics), nor the server for Ray.
+"""
 
-__all__ = [
-    "AdversarialStrategy",
-    "build_client_app",
-    "build_server_app",
-    "run_server",
-    "run_simulated",
-    "simulate",
-]
+from fedleak.core.lazy import lazy_exports
+
+__all__, __getattr__, __dir__ = lazy_exports(globals(), {
+    "fedleak.federation.client": ["build_client_app"],
+    "fedleak.federation.server": ["build_server_app", "run_server"],
+    "fedleak.federation.simulation": ["run_simulated", "simulate"],
+    "fedleak.federation.strategy": ["AdversarialStrategy"],
+})
