@@ -138,8 +138,9 @@ def check_update(spec: ModelSpec, update: ClientUpdate) -> SanityVerdict | None:
     meta = update.metadata
     if meta.num_examples != len(samples.labels):
         return SanityVerdict("mismatch", f"samples: the reply declares {meta.num_examples} examples, the client "
-                             f"reported {len(samples.labels)} (a DataLoader with worker processes hides samples "
-                             "from fedleak.recorded)", math.nan)
+                             f"reported {len(samples.labels)} (its num-examples counts something else, e.g. its "
+                             "whole shard, or a DataLoader with worker processes hid samples from fedleak.recorded)",
+                             math.nan)
     case = _Case.of(spec, update, samples)
     error = case.error(case.modelled)
     one_step = meta.local_steps == 1
