@@ -104,17 +104,18 @@ def test_the_example_under_flwr_run_with_the_lab_mod_scores_as_fedleaks_own_pipe
         assert torch.allclose(kept.images, recon.images, atol=1e-6)
 
 
-def _summed_loss_step(msg: Message) -> dict[str, np.ndarray]:
-    """A lab client's step on 3 of its samples with a summed loss (not what the attacks model)."""
+def _lab_reply(msg: Message, digits: Digits, batch_size: int, reduction: str = "mean") -> Message:
+    """A lab client's reply: one SGD step at the lr the server sent, on its first ``batch_size``
+    samples (recorded for fedleak.client_mod), with the cross-entropy reduced by ``reduction``."""
     net = Net()
     net.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    data = fedleak.recorded(Digits(4, 5), MEAN, STD, image_key="img", label_key="label")
-    batch = next(iter(torch.utils.data.DataLoader(data, batch_size=3)))
-    torch.nn.functional.cross_entropy(net(batch["img"]), batch["label"], reduction="sum").backward()
-    with torch.no_grad():
-        for parameter in net.parameters():
-            parameter -= msg.content["config"]["lr"] * parameter.grad
-    return {k: v.numpy() for k, v in net.state_dict().items()}
+    data = fedleak.recorded(digits, MEAN, STD, image_key="img", label_key="label")
+    batch = next(iter(torch.utils.data.DataLoader(data, batch_size=batch_size)))
+    optimizer = torch.optim.SGD(net.parameters(), lr=msg.content["config"]["lr"])
+    torch.nn.functional.cross_entropy(net(batch["img"]), batch["label"], reduction=reduction).backward()
+    optimizer.step()
+    metrics = MetricRecord({"train_loss": 1.0, "num-examples": batch_size})
+    return Message(RecordDict({"arrays": ArrayRecord(net.state_dict()), "metrics": metrics}), reply_to=msg)
 
 
 def _stock_client_app() -> ClientApp:
@@ -127,10 +128,8 @@ def _stock_client_app() -> ClientApp:
         partition = int(context.node_config["partition-id"])
         if partition == 3:
             raise RuntimeError("the client's disk is full")
-        if partition == 4:
-            arrays = ArrayRecord(array_dict={k: Array(a) for k, a in _summed_loss_step(msg).items()})
-            metrics = MetricRecord({"train_loss": 1.0, "num-examples": 3})
-            return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+        if partition == 4:  # summing its loss: not what the attacks model
+            return _lab_reply(msg, Digits(4, 5), batch_size=3, reduction="sum")
         weights = {k: a.numpy().copy() for k, a in msg.content["arrays"].items()}
         weights["head.bias"] += 0.01
         if partition == 1:
@@ -223,20 +222,12 @@ def test_fedleak_attack_re_attacks_an_attached_run_beside_its_own_results(lab_ru
 
 
 def _lab_client_app() -> ClientApp:
-    """A lab client of the example's shape: one SGD step at the lr the server sent, on 2 of its samples."""
+    """Lab clients of the example's shape: one SGD step on 2 of their samples."""
     app = ClientApp(mods=[fedleak.client_mod])
 
     @app.train()
     def _train(msg: Message, context: Context) -> Message:
-        net = Net()
-        net.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-        data = fedleak.recorded(Digits(int(context.node_config["partition-id"]), 2), MEAN, STD, "img", "label")
-        batch = next(iter(torch.utils.data.DataLoader(data, batch_size=2)))
-        optimizer = torch.optim.SGD(net.parameters(), lr=msg.content["config"]["lr"])
-        torch.nn.functional.cross_entropy(net(batch["img"]), batch["label"]).backward()
-        optimizer.step()
-        metrics = MetricRecord({"train_loss": 1.0, "num-examples": 2})
-        return Message(RecordDict({"arrays": ArrayRecord(net.state_dict()), "metrics": metrics}), reply_to=msg)
+        return _lab_reply(msg, Digits(int(context.node_config["partition-id"]), 2), batch_size=2)
 
     return app
 

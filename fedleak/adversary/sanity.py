@@ -78,15 +78,14 @@ class _Case:
     def of(cls, spec: ModelSpec, update: ClientUpdate, samples: ReportedSamples) -> _Case:
         model = spec.with_weights(update.global_weights)
         names = tuple(model.parameters_by_name())
-        pseudo_gradient = update.pseudo_gradient()
-        observed = torch.cat([pseudo_gradient[name].detach().float().flatten() for name in names])
-        return cls(spec, update, samples, names, _gradient(model.training_simulation(), samples), observed)
+        return cls(spec, update, samples, names, _gradient(model.training_simulation(), samples),
+                   _flat(update.pseudo_gradient(), names))
 
     def gradient(self, model: ImageClassifier) -> Vector:
         return _gradient(model, self.samples)
 
     def flat(self, weights: dict[str, torch.Tensor]) -> Vector:
-        return torch.cat([weights[name].detach().float().flatten() for name in self.names])
+        return _flat(weights, self.names)
 
     def error(self, modelled: Vector) -> float:
         """‖ĝ − g‖ / ‖g‖."""
@@ -159,6 +158,10 @@ def check_update(spec: ModelSpec, update: ClientUpdate) -> SanityVerdict | None:
                              "augmentation, label smoothing, another loss or optimizer?)", error)
     return SanityVerdict("approximate", f"{meta.local_steps} local steps taken as one gradient: relative error "
                          f"{error:.2g}, cosine {case.cosine():.3f}", error)
+
+
+def _flat(weights: dict[str, torch.Tensor], names: tuple[str, ...]) -> Vector:
+    return torch.cat([weights[name].detach().float().flatten() for name in names])
 
 
 def _gradient(model: ImageClassifier, samples: ReportedSamples) -> Vector:

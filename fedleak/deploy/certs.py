@@ -37,9 +37,6 @@ from fedleak.core.errors import FedleakError
 SERVICE_NAMES = ("superlink", "localhost")
 """DNS names every SuperLink certificate carries (the compose service, the local machine)."""
 
-FLOWER_UID = 49999
-"""The uid of the ``app`` user Flower's container images run as."""
-
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 """A DNS name: dot-separated labels of letters, digits and inner hyphens (RFC 1123)."""
@@ -103,7 +100,8 @@ def write_certificates(directory: Path, hosts: Sequence[str] = (), supernodes: i
     days : int
         Validity of the certificates.
     owner : int | None
-        A uid to give every file (e.g. :data:`FLOWER_UID`); needs the right to ``chown``.
+        A uid to give every file (49999: the ``app`` user of Flower's and fedleak's images); needs
+        the right to ``chown``.
     replace : bool
         Overwrite files already there (a key rotation); otherwise they are refused.
 
