@@ -10,7 +10,7 @@ weights as a client update with its registry defaults (Haim et al.'s run ``kcf9b
 2n candidates, 50,000 SGD steps) unless ``--set`` changes them.
 
 Scores: the paper's (each training image's nearest reconstruction by normalised
-cross-correlation, SSIM with a 3×3 window; the count above 0.4), *exact* recoveries
+cross-correlation, SSIM over an 11×11 Gaussian window, σ 1.5; the count above 0.4), *exact* recoveries
 (training images that are the nearest pool image to some reconstruction at SSIM > 0.6),
 and fedleak's Hungarian matching (SSIM mean and count above 0.4).
 

@@ -122,7 +122,7 @@ def _stored_run(out, status, error):
 def test_a_failed_run_ends_with_one_line_and_exit_code_1(monkeypatch, capsys, tmp_path):
     import fedleak.federation
 
-    def failing_simulation(scenario, run_dir, progress=None, verbose=False, resume=False):
+    def failing_simulation(scenario, run_dir, progress=None, verbose=False, resume=False, ray_address=None):
         store = ResultStore(run_dir)
         store.start_run(run_dir.name, scenario.name, scenario.to_toml())
         store.finish_run(run_dir.name, "failed", "round 1: no reply was accepted (4 of 4 rejected or failed)")

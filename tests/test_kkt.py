@@ -5,7 +5,7 @@ a bias-free MLP 64-100-100-K (homogeneous, as their theory needs), its first lay
 initialised ~ N(0, 10⁻⁸), inputs reduced by the training set's per-pixel mean (their
 ``data_reduce_mean``), full-batch gradient descent in float64 to (near) zero loss.
 
-8×8 digits are so alike that any real digit has SSIM > 0.4 (3×3 window) to most training
+8×8 digits are so alike that any real digit has SSIM > 0.4 to most training
 digits, so besides the paper's count the tests ask for *exact* recoveries: training images
 that are, among all 1,500 pool digits, the nearest to some reconstruction, at SSIM > 0.6.
 """

@@ -4,7 +4,7 @@
 (:mod:`fedleak.runners`); ``evaluation.py`` and ``metrics.py`` score them against the
 clients' real images, ``privacy.py`` accounts ε, ``malicious.py`` crafts what a malicious
 server sends, ``audit.py`` measures an architecture's leakage without data. Names load on
-first use (scoring imports torchmetrics, accounting Opacus).
+first use (accounting imports Opacus).
 """
 
 from fedleak.core.lazy import lazy_exports

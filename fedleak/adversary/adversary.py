@@ -28,6 +28,7 @@ from fedleak.attacks.base import Reconstruction
 from fedleak.core.errors import first_line
 from fedleak.core.results import NO_EPSILON, AttackResult, Epsilon
 from fedleak.core.stopping import STOP
+from fedleak.core.timing import PHASES
 from fedleak.core.updates import ClientUpdate, RejectedReply, Weights
 from fedleak.defenses import LocalRound
 from fedleak.models import ModelSpec
@@ -257,6 +258,10 @@ class Adversary:
 
         Scoring or storing that fails is stored as a failed result with the reason (and
         logged), so one bad outcome costs only its own row — with either runner."""
+        with PHASES.measure("scoring and storing"):
+            self._record_outcome(outcome)
+
+    def _record_outcome(self, outcome: AttackOutcome) -> None:
         result = self._result(outcome)
         image = kept = None
         if outcome.reconstruction is not None:

@@ -2,8 +2,8 @@
 
 A reconstruction's order is arbitrary, so each recovered image is first paired with
 one ground-truth image by the Hungarian method on pairwise MSE (scipy's
-``linear_sum_assignment``); MSE, PSNR (data range [0, 1]) and SSIM (torchmetrics)
-are then computed per pair.
+``linear_sum_assignment``); MSE, PSNR (data range [0, 1]) and SSIM (an 11×11 Gaussian window,
+:mod:`fedleak.core.image_similarity`) are then computed per pair.
 
 **The "recovered nothing" reference.** A reconstruction of 5 dB may still be "closer"
 than noise without showing anything. Each score is therefore set against a trivial
@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
+
+from fedleak.core import image_similarity
 
 SUCCESS_MSE = 1e-3
 """DLG's criterion for a recovered image (used for success rates)."""
@@ -118,8 +120,8 @@ def score(
     rows, cols = match(recon, truth)
     paired, target = recon[rows].float(), truth[cols].float()
     mse = ((paired - target) ** 2).flatten(1).mean(dim=1)
-    psnr = _psnr(paired, target)
-    ssim = _ssim(paired, target)
+    psnr = image_similarity.psnr(paired, target)
+    ssim = image_similarity.ssim(paired, target)
     accuracy = count_accuracy = None
     if recon_labels is not None and truth_labels is not None:
         accuracy = float((recon_labels[rows] == truth_labels[cols]).float().mean())
@@ -134,7 +136,8 @@ def prior_reference(recon: torch.Tensor, truth: torch.Tensor, prior: torch.Tenso
     best SSIM over all of ``recon``."""
     truth = truth.float()
     guess = prior.float().expand_as(truth).contiguous()
-    return PriorReference(_psnr(guess, truth), _ssim(guess, truth), best_ssim(recon.float(), truth))
+    return PriorReference(image_similarity.psnr(guess, truth), image_similarity.ssim(guess, truth),
+                          best_ssim(recon.float(), truth))
 
 
 def best_ssim(recon: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -142,26 +145,9 @@ def best_ssim(recon: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     per_call = max(1, _PAIRS_PER_CALL // len(recon))
     best = []
     for chunk in truth.split(per_call):
-        pairs = _ssim(recon.repeat(len(chunk), 1, 1, 1), chunk.repeat_interleave(len(recon), dim=0))
+        pairs = image_similarity.ssim(recon.repeat(len(chunk), 1, 1, 1), chunk.repeat_interleave(len(recon), dim=0))
         best.append(pairs.view(len(chunk), len(recon)).amax(dim=1))
     return torch.cat(best)
-
-
-def _psnr(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    # torchmetrics (and the torchvision it imports) costs seconds to import: only where scores are computed
-    from torchmetrics.functional.image import peak_signal_noise_ratio
-
-    return peak_signal_noise_ratio(images, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
-
-
-def _ssim(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    from torchmetrics.functional.image import structural_similarity_index_measure
-
-    ssim = structural_similarity_index_measure(
-        images, target, data_range=1.0, reduction="none", kernel_size=_ssim_kernel(target)
-    )
-    assert isinstance(ssim, torch.Tensor)  # the SSIM map is returned only when asked for
-    return ssim
 
 
 def label_count_accuracy(recon_labels: torch.Tensor, truth_labels: torch.Tensor) -> float:
@@ -170,9 +156,3 @@ def label_count_accuracy(recon_labels: torch.Tensor, truth_labels: torch.Tensor)
     counts = [torch.bincount(labels, minlength=classes) for labels in (recon_labels, truth_labels)]
     found = torch.minimum(*counts)
     return float(found.sum()) / len(truth_labels)
-
-
-def _ssim_kernel(images: torch.Tensor) -> int:
-    """SSIM's usual 11×11 window, shrunk (odd) for images smaller than that (8×8 digits: 7)."""
-    side = min(11, int(images.shape[-2]), int(images.shape[-1]))
-    return side if side % 2 else side - 1

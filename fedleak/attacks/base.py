@@ -8,7 +8,9 @@ model) holds every knob and is validated from the scenario.
 
 from __future__ import annotations
 
+import importlib
 import json
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
@@ -163,3 +165,11 @@ class Attack(ABC):
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
+
+
+def preload_in_background() -> None:
+    """Import, in a daemon thread, what the first ``torch.func`` transform imports (``torch._dynamo``:
+    1.1 s on 2 cores, on the first attack's path otherwise). A process that will run attacks calls this
+    when it knows it will, so that cost overlaps its wait for the first captured round."""
+    threading.Thread(target=importlib.import_module, args=("torch._dynamo",), name="fedleak-preload",
+                     daemon=True).start()

@@ -87,8 +87,8 @@ class InvertingGradients(StackedInversion):
             if not active.any():
                 break
             gradients[0] = gradients[0].sign()
-            frozen = ~active
-            kept = [v.detach()[frozen] for v in variables]
+            frozen = ~active if not active.all() else None  # the common case: nothing to hold still
+            kept = [v.detach()[frozen] for v in variables] if frozen is not None else []
             for variable, gradient in zip(variables, gradients):
                 variable.grad = gradient
             optimizer.step()

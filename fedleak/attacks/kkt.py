@@ -60,6 +60,7 @@ from fedleak.attacks.base import (
     Reconstruction,
     Requirement,
 )
+from fedleak.core.image_similarity import ssim
 from fedleak.core.updates import ClientUpdate
 from fedleak.models import ImageClassifier
 from fedleak.models.base import has_batch_norm
@@ -259,12 +260,13 @@ def nearest_reconstruction_ssim(recon: torch.Tensor, truth: torch.Tensor) -> tor
     """Haim et al.'s score (§5): for each training image, the SSIM of its nearest reconstruction.
 
     Nearest by normalised cross-correlation distance (each image standardised, then L2), as
-    the authors' evaluation; SSIM with their 3×3 window (σ 1.5), data range 1. ``recon``
+    the authors' evaluation; SSIM with σ 1.5 and data range 1 over an 11×11 Gaussian window
+    (:func:`~fedleak.core.image_similarity.ssim`; the paper's 3×3 window is not applied). ``recon``
     and ``truth`` are ``(N, C, H, W)`` in [0, 1]; returns ``(len(truth),)``. Counting the
     entries > 0.4 gives the number of reconstructed training samples.
     """
     nearest = (standardised(truth) @ standardised(recon).T).argmax(dim=1)
-    return _paper_ssim(recon[nearest], truth)
+    return ssim(recon[nearest].float(), truth.float())
 
 
 def exact_recoveries(recon: torch.Tensor, pool: torch.Tensor, train_index: torch.Tensor, min_ssim: float = 0.6) -> int:
@@ -276,21 +278,9 @@ def exact_recoveries(recon: torch.Tensor, pool: torch.Tensor, train_index: torch
     """
     pool_directions = standardised(pool)
     nearest = torch.cat([(standardised(chunk) @ pool_directions.T).argmax(dim=1) for chunk in recon.split(256)])
-    close = _paper_ssim(recon, pool[nearest]) > min_ssim
+    close = ssim(recon.float(), pool[nearest].float()) > min_ssim
     members = set(train_index.tolist())
     return len({int(i) for i, ok in zip(nearest, close) if ok and int(i) in members})
-
-
-def _paper_ssim(images: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
-    """Per-pair SSIM with Haim et al.'s 3×3 window (σ 1.5), data range 1."""
-    # Imported here: torchmetrics takes seconds to import, and attack workers never score.
-    from torchmetrics.functional.image import structural_similarity_index_measure
-
-    ssim = structural_similarity_index_measure(
-        images.float(), references.float(), data_range=1.0, kernel_size=3, sigma=1.5, reduction="none",
-    )
-    assert isinstance(ssim, torch.Tensor)  # the SSIM map is returned only when asked for
-    return ssim
 
 
 def standardised(images: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,9 @@ authentication (``--isolation process``), the SuperExec of fedleak's ServerApp, 
 with their ``partition-id`` and keys and a SuperExec each for their ClientApp, and optionally a
 Ray head for the attacks — every one bound to 127.0.0.1, its output in ``directory/logs``, and
 stops each process it started, by PID (never ``ray stop``, which stops every Ray on the machine).
+Without the Flower part (``flower=False``) it is a running Ray cluster of one node, which
+``fedleak run --ray-address`` joins. (No second node joins it: Ray accepts other nodes only when its
+servers listen on every interface, ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` unset.)
 
 The ``flwr`` CLI finds the deployment as the federation :data:`FEDERATION` in
 ``directory/flwr-home/config.toml`` (``FLWR_HOME`` in :meth:`LocalDeployment.env`).
@@ -51,6 +54,8 @@ class LocalDeployment:
     """How many of the SuperNodes' keys are registered (``None``: all): the others are refused."""
     ray_head: bool = True
     ray_cpus: int = 1
+    flower: bool = True
+    """Start the Flower topology (``False``: the Ray cluster alone)."""
     env_extra: dict[str, str] = field(default_factory=dict)
     superlink_port: int = field(default_factory=free_port)
     ray_port: int = field(default_factory=free_port)
@@ -99,11 +104,13 @@ class LocalDeployment:
         Raises:
             FedleakError: a process exited or its port did not open in time (its log named).
         """
+        if self.ray_head:
+            self._ray_head()
+        if not self.flower:
+            return
         certs = write_certificates(self.directory / "certs", supernodes=self.supernodes, replace=True)
         self.certificates = certs
         self._federation_config(certs)
-        if self.ray_head:
-            self._ray_head()
         self._spawn("superlink", ["flower-superlink", "--isolation", "process", "--host", HOST,
                                   "--port", str(self.superlink_port), "--database", str(self.directory / "state.db"),
                                   "--disable-runtime-dependency-installation",

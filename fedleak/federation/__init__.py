@@ -1,7 +1,7 @@
 """Flower glue: the honest ClientApp, the adversarial ServerApp and strategy, simulation.
 
 Names load on first use: a ClientApp process (``fedleak.federation.client``) does not pay
-for the server side (the adversary, its scoring and torchmetrics), nor the server for Ray.
+for the server side (the adversary and its scoring), nor the server for Ray.
 """
 
 from fedleak.core.lazy import lazy_exports

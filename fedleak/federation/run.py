@@ -21,6 +21,7 @@ from fedleak.adversary.progress import Progress
 from fedleak.client.training import evaluate
 from fedleak.core.digests import weights_digest
 from fedleak.core.stopping import STOP
+from fedleak.core.timing import PHASES
 from fedleak.core.updates import Weights
 from fedleak.data import ImageDataset, build_plan, load_dataset
 from fedleak.models import ModelSpec
@@ -89,7 +90,8 @@ class ServerRun:
         """
         lock = DirectoryLock(run_dir, "the run is still running (another fedleak process holds it)").acquire()
         try:
-            return cls._open(scenario, run_dir, progress, lock, resume)
+            with PHASES.measure("server start (data, model audit)"):
+                return cls._open(scenario, run_dir, progress, lock, resume)
         except BaseException:
             lock.release()
             raise
@@ -140,7 +142,9 @@ class ServerRun:
         write_checkpoint(self.run_dir, server_round, weights)
         self.last_round = server_round
         if server_round > 0:
+            PHASES.since("round", "rounds (training, capture, inline attacks, evaluation)")
             self.progress.round_evaluated(server_round, accuracy)
+        PHASES.mark("round")
         return accuracy, loss
 
     def stored_round(self, server_round: int) -> tuple[float, float]:
@@ -156,9 +160,11 @@ class ServerRun:
                 return False
             self._ended = True
         try:
-            end_run(self.adversary, self.lock, self.run_id, status, error)
+            with PHASES.measure("server end (remaining attacks, store closed)"):
+                end_run(self.adversary, self.lock, self.run_id, status, error)
         finally:
             STOP.forget(self.interrupt)
+            PHASES.mark("server finished")
         return True
 
     def interrupt(self, reason: str) -> None:

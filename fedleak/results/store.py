@@ -30,13 +30,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import torch
-
 from fedleak.core.digests import record_digest
 from fedleak.core.errors import FedleakError
 from fedleak.core.updates import ClientUpdate, RejectedReply
 
-if TYPE_CHECKING:  # reading a run needs neither the scoring (torchmetrics) nor the accountant (Opacus)
+if TYPE_CHECKING:  # reading a run needs neither torch, the scoring nor the accountant (Opacus)
+    import torch
+
     from fedleak.core.results import AttackResult, Epsilon
 
 DATABASE = "results.sqlite"
@@ -315,16 +315,16 @@ class ResultStore:
     def save_grid(self, name: str, truth: torch.Tensor | None, recon: torch.Tensor) -> str:
         """Save ground truth (top row) above the matched reconstructions, or (``truth`` ``None``:
         unscored) the reconstructions alone; returns the relative path."""
+        import torch
+
         path = Path("images") / f"{name}.png"
         columns = max(len(recon), 0 if truth is None else len(truth))
         pad = lambda x: torch.cat([x, torch.zeros(columns - len(x), *x.shape[1:])])  # noqa: E731
-        grid = pad(recon) if truth is None else torch.cat([pad(truth), pad(recon)])
-        scale = max(1, 32 // grid.shape[-1])  # blow tiny images (8×8 digits) up to be seen
-        grid = torch.nn.functional.interpolate(grid, scale_factor=scale, mode="nearest")
-        from torchvision.utils import save_image  # torchvision only where images are written
-
+        scale = max(1, 32 // recon.shape[-1])  # blow tiny images (8×8 digits) up to be seen
+        rows = [torch.nn.functional.interpolate(pad(images), scale_factor=scale, mode="nearest")
+                for images in ([recon] if truth is None else [truth, recon])]
         with open_private(self.directory / path, "wb") as file:  # clients' real images: 0600
-            save_image(grid, file, format="png", nrow=columns, padding=1)
+            _png(_tiled(torch.stack(rows))).save(file, format="png")
         return str(path)
 
     def query(self, sql: str, *values: Any) -> list[dict[str, Any]]:
@@ -346,3 +346,26 @@ class ResultStore:
 def _epsilons(epsilon: Epsilon | None) -> tuple[float | None, float | None]:
     """(ε against the server, ε of the model); ``None`` where nothing is accounted."""
     return (None, None) if epsilon is None else (epsilon.update, epsilon.model)
+
+
+def _tiled(rows: torch.Tensor) -> torch.Tensor:
+    """``(R, N, C, H, W)`` images in [0, 1] as one ``(C, R(H+1)+1, N(W+1)+1)`` image: a black
+    line of one pixel between and around them."""
+    import torch
+
+    count, columns, channels, height, width = rows.shape
+    grid = torch.zeros(channels, count * (height + 1) + 1, columns * (width + 1) + 1)
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            grid[:, 1 + r * (height + 1):(r + 1) * (height + 1), 1 + c * (width + 1):(c + 1) * (width + 1)] = image
+    return grid
+
+
+def _png(image: torch.Tensor) -> Any:
+    """A ``(C, H, W)`` image in [0, 1] (C 1 or 3) as a PIL image, rounded to 8 bits. PIL, not
+    torchvision: importing torchvision costs the server a second on the first grid of a run."""
+    import torch
+    from PIL import Image
+
+    pixels = image.mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
+    return Image.fromarray(pixels[0].numpy() if len(pixels) == 1 else pixels.permute(1, 2, 0).numpy())

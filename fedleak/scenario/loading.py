@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from fedleak.core.errors import FedleakError
-from fedleak.scenario.schema import Scenario, first_error
+from fedleak.scenario.schema import Scenario, first_error, validate_scenario
 
 
 def load_scenario(path: str | Path, overrides: Iterable[str] = (), label: str = "--set") -> Scenario:
@@ -50,7 +50,7 @@ def read_toml(path: str | Path, kind: str) -> dict[str, Any]:
 
 def parse_scenario(table: dict[str, Any], source: str = "scenario") -> Scenario:
     try:
-        return Scenario.model_validate(table)
+        return validate_scenario(table)
     except ValidationError as error:
         more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
         raise FedleakError(f"{source}: {first_error(error)}{more}") from None
