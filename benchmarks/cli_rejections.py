@@ -1,8 +1,8 @@
 """How fast and how cleanly the CLI rejects bad input: every case as its own process.
 
 Each case runs ``fedleak …`` in a fresh process and reports the exit code, the number
-of lines on stderr and the wall time from process start to exit (the issue's target:
-exit code 2, one line, within 5 s). Nothing here needs a network or Ray.
+of output lines, the wall time from process start to exit and the CPU time (the issue's
+target: exit code 2, one line, within 5 s). Nothing here needs a network or Ray.
 
     python benchmarks/cli_rejections.py [--repeats 3] [--data-root ../shared/data/mnist]
 
@@ -16,10 +16,10 @@ import gzip
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from process_timing import timed
 
 from mnist_setup import machine
 
@@ -83,12 +83,11 @@ def cases(work: Path) -> list[tuple[str, list[str]]]:
     ]
 
 
-def measure(argv: list[str]) -> tuple[int, int, float, str]:
-    started = time.perf_counter()
-    done = subprocess.run(["fedleak", *argv], capture_output=True, text=True, timeout=120)
-    seconds = time.perf_counter() - started
-    lines = done.stderr.strip().splitlines()
-    return done.returncode, len(lines), seconds, (lines[-1] if lines else "")
+def measure(argv: list[str]) -> tuple[int, int, float, float, str]:
+    """Exit code, output lines, wall and CPU seconds, the last line (stdout and stderr together)."""
+    done = timed(["fedleak", *argv], timeout_s=120)
+    lines = [line for _, line in done.lines if line.strip()]
+    return done.returncode, len(lines), done.wall_s, done.cpu_s, (lines[-1] if lines else "")
 
 
 def main() -> None:
@@ -100,15 +99,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         _files(work, args.data_root)
-        print("| case | exit code | stderr lines | median s | max s | message |")
-        print("|---|---|---|---|---|---|")
+        print("| case | exit code | output lines | median s | max s | median CPU s | message |")
+        print("|---|---|---|---|---|---|---|")
         for name, argv in cases(work):
             runs = [measure(argv) for _ in range(args.repeats)]
             codes, lines = {r[0] for r in runs}, {r[1] for r in runs}
-            times = [r[2] for r in runs]
-            message = runs[-1][3].replace("|", "\\|").replace(str(work), "…")[:110]
+            times, cpu = [r[2] for r in runs], [r[3] for r in runs]
+            message = runs[-1][4].replace("|", "\\|").replace(str(work), "…")[:110]
             print(f"| {name} | {'/'.join(map(str, sorted(codes)))} | {'/'.join(map(str, sorted(lines)))} "
-                  f"| {statistics.median(times):.2f} | {max(times):.2f} | {message} |", flush=True)
+                  f"| {statistics.median(times):.2f} | {max(times):.2f} | {statistics.median(cpu):.2f} | {message} |",
+                  flush=True)
 
 
 if __name__ == "__main__":
