@@ -60,11 +60,12 @@ def run(
             raise FedleakError(f"--ray-address: {error}") from None
 
     with PHASES.measure("validation (scenario, data, model)"):
-        resolved = load_scenario(scenario, [*set_, *([f"runner.wait={str(wait).lower()}"] if wait is not None else [])])
-        from fedleak.results.store import check_out_dir, new_run_dir  # torch: once the scenario's sections hold
-        from fedleak.scenario.preflight import check_runnable
+        from fedleak.results.store import check_out_dir, new_run_dir
 
         check_out_dir(out)
+        resolved = load_scenario(scenario, [*set_, *([f"runner.wait={str(wait).lower()}"] if wait is not None else [])])
+        from fedleak.scenario.preflight import check_runnable  # torch: once the scenario's sections hold
+
         check_runnable(resolved)
         if ray_address is not None:
             from fedleak.runners.ray_config import check_reachable

@@ -46,3 +46,22 @@ def test_a_bad_component_option_is_still_named_by_its_own_config():
             "except FedleakError as error:\n    assert 'attacks[0].iterations' in str(error), error\n"
             "else:\n    raise SystemExit('accepted')")
     assert imported_after(code, ("torch",)) == ["torch"]  # the attack's Config lives beside its torch code
+
+
+def test_reading_a_runs_results_imports_no_torch(tmp_path):
+    """`fedleak results` (and compare, report) read SQLite and file headers: 0.2 s, not torch's 1.5 s."""
+    from fedleak.results.checkpoint import write_checkpoint
+    from fedleak.results.store import ResultStore, make_run_dir
+    from fedleak.scenario import load_scenario
+
+    run_dir = make_run_dir(tmp_path / "run")
+    store = ResultStore(run_dir)
+    store.start_run(run_dir.name, "quickstart", load_scenario(QUICKSTART).to_toml())
+    store.finish_run(run_dir.name, "finished", None)
+    store.close()
+    import torch
+
+    write_checkpoint(run_dir, 1, {"w": torch.zeros(2)})
+    code = ("import sys\nfrom fedleak.cli import main\n"
+            f"sys.argv = ['fedleak', 'results', {str(run_dir)!r}]\ntry:\n    main()\nexcept SystemExit:\n    pass")
+    assert imported_after(code, ("torch", *HEAVY)) == []

@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def array_digest(arrays: Iterable[np.ndarray | torch.Tensor]) -> str:
     """SHA-256 over each array's dtype, shape and bytes, in order (so a split point, a
     reshape or a cast changes the digest, not only the values)."""
     digest = hashlib.sha256()
+    torch = sys.modules.get("torch")  # not imported: no array here can be a tensor (and reading runs stays torch-free)
     for array in arrays:
-        values = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+        if torch is not None and isinstance(array, torch.Tensor):
+            values = array.detach().cpu().numpy()
+        else:
+            values = np.asarray(array)
         values = np.ascontiguousarray(values)
         digest.update(f"{values.dtype.str}{values.shape}".encode())
         digest.update(values.tobytes())

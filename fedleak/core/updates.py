@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import numpy as np
-import torch
 
-Weights = dict[str, torch.Tensor]
+if TYPE_CHECKING:  # the types only: reading a run's results (fedleak results, compare) needs no torch
+    import torch
+
+Weights: TypeAlias = "dict[str, torch.Tensor]"
 """A model's parameters by ``state_dict`` name."""
 
 

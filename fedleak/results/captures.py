@@ -15,14 +15,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import safe_open
-from safetensors.torch import save
 
 from fedleak.core.updates import ClientUpdate, ReportedSamples, UpdateMetadata, Weights
 from fedleak.results.store import make_private_dir, write_private
+
+if TYPE_CHECKING:
+    import torch
 
 CAPTURES = "captures"
 
@@ -58,6 +59,8 @@ class CaptureStore:
                               "metadata": asdict(update.metadata), "aggregate_of": list(update.aggregate_of),
                               "random_query": update.random_query, "keys": list(update.client_weights),
                               "warnings": list(update.warnings), "reported": update.reported is not None})
+        from safetensors.torch import save  # torch: only where tensors are written or read
+
         make_private_dir(self.directory)
         data = save(tensors, metadata={"updates": json.dumps(described)})
         write_private(self.path(server_round, kind), data)
@@ -93,7 +96,7 @@ class CaptureStore:
         """How many updates the stored files hold (read from their headers only)."""
         count = 0
         for server_round, kind in self.stored():
-            with safe_open(str(self.path(server_round, kind)), framework="pt") as file:
+            with safe_open(str(self.path(server_round, kind)), framework="numpy") as file:  # headers: no torch
                 count += len(json.loads(file.metadata()["updates"]))
         return count
 

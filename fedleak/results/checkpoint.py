@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from safetensors import safe_open
-from safetensors.torch import save
 
 from fedleak.core.updates import Weights
 from fedleak.results.store import write_private
@@ -19,6 +18,8 @@ CHECKPOINT = "checkpoint.safetensors"
 
 
 def write_checkpoint(run_dir: Path, server_round: int, weights: Weights) -> None:
+    from safetensors.torch import save  # torch: only where tensors are written or read
+
     tensors = {key: tensor.detach().cpu().contiguous().clone() for key, tensor in weights.items()}
     write_private(Path(run_dir) / CHECKPOINT, save(tensors, metadata={"round": str(server_round)}))
 
@@ -37,5 +38,5 @@ def checkpoint_round(run_dir: Path) -> int | None:
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         return None
-    with safe_open(str(path), framework="pt") as file:
+    with safe_open(str(path), framework="numpy") as file:  # the header only: no torch
         return int(file.metadata()["round"])
