@@ -8,6 +8,7 @@ client reply accepted in a round) ends with one line and exit code 1.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import json
 import sqlite3
@@ -429,17 +430,12 @@ def _image_shape(text: str) -> tuple[int, int, int]:
 
 
 def main() -> None:
-    try:
-        _dispatch()
-    finally:
-        # Exiting would cost 0.5 s after importing torch, 1.2 s with Flower and Ray as well (2 cores):
-        # the interpreter's last garbage collection walks their whole object graph. The command's
-        # own files are closed by now and Ray's shutdown is an atexit hook (run before that
-        # collection), so the objects alive at this point are frozen out of it.
-        gc.freeze()
-
-
-def _dispatch() -> None:
+    # Exiting would cost 0.5 s after importing torch, 1.2 s with Flower and Ray as well (2 cores):
+    # the interpreter's last garbage collection walks their whole object graph. Frozen out of it
+    # at exit: atexit runs hooks last-registered first, so Ray's shutdown (registered when Ray is
+    # imported, later) has run and the command's files are closed by then. Registered here, not
+    # frozen here, so a caller of main() in a longer-lived process (tests) keeps its collector.
+    atexit.register(gc.freeze)
     try:
         app(standalone_mode=False)
     except FedleakError as error:

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from fedleak.core.timing import PhaseClock
-from fedleak.federation.simulation import simulation_cpus
+from fedleak.federation.simulation import actor_cpus, simulation_cpus
 
 from conftest import tiny_scenario
 
@@ -25,6 +25,13 @@ def test_the_simulations_ray_gets_a_rounds_clients_and_leaves_the_server_a_cpu(c
     scenario = tiny_scenario(partition={"num_clients": clients},
                              federation={"fraction_train": fraction, "client_cpus": client_cpus})
     assert simulation_cpus(scenario, cpus) == expected
+
+
+@pytest.mark.parametrize("clients, client_cpus, ray_cpus, actors", [
+    (4, 1.0, 1, 1), (4, 0.1, 1, 4), (4, 0.5, 2, 4), (100, 1.0, 15, 15), (4, 4.0, 2, 1)])
+def test_no_more_client_actors_start_than_a_round_has_clients(clients, client_cpus, ray_cpus, actors):
+    scenario = tiny_scenario(partition={"num_clients": clients}, federation={"client_cpus": client_cpus})
+    assert int(ray_cpus / actor_cpus(scenario, ray_cpus)) == actors  # how Flower sizes its actor pool
 
 
 def test_phases_sum_their_spans_across_threads_in_the_order_they_first_occurred():

@@ -74,8 +74,8 @@ def parameter_gradient(
 
     ``model`` is a :meth:`~fedleak.models.ImageClassifier.training_simulation`. Written
     with ``torch.func`` so it composes with ``grad`` and ``vmap`` (the stacked attacks
-    differentiate it per problem) and with ordinary autograd: the result is
-    differentiable with respect to ``images`` and ``targets``.
+    differentiate it per problem), and with plain autograd inside :func:`untransformed`;
+    either way the result is differentiable with respect to ``images`` and ``targets``.
     """
 
     def loss(weights: Parameters) -> torch.Tensor:
@@ -85,7 +85,9 @@ def parameter_gradient(
         gradient: Parameters = torch.func.grad(loss)(parameters)
         return gradient
     weights = {name: w if w.requires_grad else w.detach().requires_grad_() for name, w in parameters.items()}
-    return dict(zip(weights, torch.autograd.grad(loss(weights), list(weights.values()), create_graph=True)))
+    gradient_list = torch.autograd.grad(loss(weights), list(weights.values()), create_graph=True,
+                                        allow_unused=True, materialize_grads=True)  # unused: zeros, as torch.func's
+    return dict(zip(weights, gradient_list))
 
 
 def batch_gradient(model: ImageClassifier, images: torch.Tensor, targets: torch.Tensor) -> list[torch.Tensor]:

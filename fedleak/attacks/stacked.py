@@ -73,7 +73,9 @@ class ProblemStack:
 
         ``variables`` are stacked ``(K', …)`` — the images, then the label logits unless
         the labels are fixed. A single problem skips ``torch.func`` for the outer
-        gradient (its overhead would bias one-by-one timings).
+        gradient (its overhead would bias one-by-one timings), and inside it the client's gradient is
+        plain autograd too (:func:`~fedleak.attacks.gradients.untransformed`). ``rows`` are distinct and
+        in increasing order (all of them: no copy of the targets).
         """
         optimizes_labels = self.labels is None
 
@@ -86,7 +88,10 @@ class ProblemStack:
         def evaluate(variables: list[torch.Tensor], rows: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
             every = len(rows) == self.count  # all problems, in order: no copy of the targets each step
             target = self.targets if every else [t[rows] for t in self.targets]
-            labels = variables[1] if self.labels is None else self.labels if every else self.labels[rows]
+            if self.labels is None:  # optimised with the images
+                labels = variables[1]
+            else:
+                labels = self.labels if every else self.labels[rows]
             if len(rows) == 1:  # plain autograd: ~1.5x faster than torch.func for one problem
                 inputs = [v[0].detach().requires_grad_(True) for v in variables]
                 with untransformed():

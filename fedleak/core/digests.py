@@ -24,9 +24,9 @@ def array_digest(arrays: Iterable[np.ndarray | torch.Tensor]) -> str:
     """SHA-256 over each array's dtype, shape and bytes, in order (so a split point, a
     reshape or a cast changes the digest, not only the values)."""
     digest = hashlib.sha256()
-    torch = sys.modules.get("torch")  # not imported: no array here can be a tensor (and reading runs stays torch-free)
+    loaded_torch = sys.modules.get("torch")  # not imported: no array can be a tensor (reading stays torch-free)
     for array in arrays:
-        if torch is not None and isinstance(array, torch.Tensor):
+        if loaded_torch is not None and isinstance(array, loaded_torch.Tensor):
             values = array.detach().cpu().numpy()
         else:
             values = np.asarray(array)

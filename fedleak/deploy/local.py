@@ -99,7 +99,8 @@ class LocalDeployment:
         self.stop()
 
     def start(self) -> None:
-        """Certificates, the federation entry, then the processes in dependency order.
+        """The Ray head (if any); then, for the Flower topology, certificates, the federation entry and
+        the processes in dependency order.
 
         Raises:
             FedleakError: a process exited or its port did not open in time (its log named).

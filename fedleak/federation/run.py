@@ -91,7 +91,9 @@ class ServerRun:
         lock = DirectoryLock(run_dir, "the run is still running (another fedleak process holds it)").acquire()
         try:
             with PHASES.measure("server start (data, model audit)"):
-                return cls._open(scenario, run_dir, progress, lock, resume)
+                run = cls._open(scenario, run_dir, progress, lock, resume)
+            PHASES.mark("round")  # the first round to run (after a resume too) starts here
+            return run
         except BaseException:
             lock.release()
             raise
@@ -143,8 +145,8 @@ class ServerRun:
         self.last_round = server_round
         if server_round > 0:
             PHASES.since("round", "rounds (training, capture, inline attacks, evaluation)")
+            PHASES.mark("round")
             self.progress.round_evaluated(server_round, accuracy)
-        PHASES.mark("round")
         return accuracy, loss
 
     def stored_round(self, server_round: int) -> tuple[float, float]:

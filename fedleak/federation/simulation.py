@@ -15,6 +15,7 @@ from flwr.serverapp import ServerApp
 from fedleak.adversary.progress import Progress
 from fedleak.core.timing import PHASES
 from fedleak.federation.client import build_client_app
+from fedleak.federation.run import num_sampled_clients
 from fedleak.federation.server import build_server_app
 from fedleak.runners.ray_config import join_ray, start_local_ray
 from fedleak.scenario import Scenario
@@ -67,7 +68,8 @@ def run_simulated(server_app: ServerApp, scenario: Scenario, verbose: bool = Fal
         if ray_address is None:
             total = cpus or os.cpu_count() or 1
             ray_cpus = simulation_cpus(scenario, total)
-            client_cpus, server_cpus = min(client_cpus, ray_cpus), max(1, total - ray_cpus)
+            client_cpus = actor_cpus(scenario, ray_cpus)
+            server_cpus = max(1, total - ray_cpus)
             start_local_ray(num_cpus=ray_cpus, log_to_driver=verbose)
         else:
             join_ray(ray_address, log_to_driver=verbose)
@@ -80,6 +82,13 @@ def run_simulated(server_app: ServerApp, scenario: Scenario, verbose: bool = Fal
             verbose_logging=verbose,
         )
     PHASES.since("server finished", "shutdown (Flower's simulation, Ray)")
+
+
+def actor_cpus(scenario: Scenario, ray_cpus: int) -> float:
+    """The CPUs each client actor reserves on a Ray of ``ray_cpus``: ``client_cpus``, within Ray's, and
+    raised where it is fractional so that Flower, which starts ``ray_cpus / this`` actors, starts no
+    more than a round's clients."""
+    return max(min(scenario.federation.client_cpus, ray_cpus), ray_cpus / num_sampled_clients(scenario))
 
 
 @contextmanager
@@ -104,7 +113,8 @@ def _torch_threads(cpus: int | None) -> Iterator[None]:
 
 def simulation_cpus(scenario: Scenario, cpus: int) -> int:
     """The CPUs the simulation's Ray gets out of ``cpus``: one client actor per client a round trains,
-    at most, and one CPU left to the server process when there are several.
+    at most, and one CPU left to the server process when there are several. (With a fractional
+    ``client_cpus`` the actors' share is raised so that no more actors than a round's clients start.)
 
     Flower's backend starts (Ray's CPUs / ``client_cpus``) actors, and each imports fedleak's client
     path (2.7 s of a core on the 2-core machine) before its first client trains: an actor beyond a
@@ -113,7 +123,6 @@ def simulation_cpus(scenario: Scenario, cpus: int) -> int:
     actors, it competes with them for its share.
     """
     federation = scenario.federation
-    per_round = max(1, int(scenario.partition.num_clients * federation.fraction_train))  # FedAvg's sample size
-    wanted = math.ceil(per_round * federation.client_cpus)
+    wanted = math.ceil(num_sampled_clients(scenario) * federation.client_cpus)
     spare = cpus - 1 if cpus > 1 else 1
     return min(cpus, max(math.ceil(federation.client_cpus), min(wanted, spare)))

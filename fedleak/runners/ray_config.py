@@ -55,8 +55,9 @@ def cluster_address(address: str) -> str:
     Raises:
         ValueError: it does not (one line).
     """
-    if not re.fullmatch(r"auto|(ray://)?[\w.\-\[\]:]+:\d{1,5}", address):
-        raise ValueError(f"expected 'auto', HOST:PORT or ray://HOST:PORT, got {address!r}")
+    if not re.fullmatch(r"auto|(ray://)?[\w.\-\[\]:]+:\d{1,5}", address) or (
+            address != "auto" and not 0 < int(address.rpartition(":")[2]) < 65536):
+        raise ValueError(f"expected 'auto', HOST:PORT or ray://HOST:PORT (a port 1-65535), got {address!r}")
     return address
 
 
@@ -109,8 +110,15 @@ def start_local_ray(**options: Any) -> None:
 
     if ray.is_initialized():
         return
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [*sys.path, os.environ.get("PYTHONPATH")]))
-    _init_keeping_sigterm(**local_ray_options(), **options)
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [*sys.path, before]))
+    try:
+        _init_keeping_sigterm(**local_ray_options(), **options)
+    finally:  # Ray's processes have their copy; this process's later children get the old one
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
 
 
 def join_ray(address: str, **options: Any) -> None:
@@ -133,9 +141,11 @@ def _init_keeping_sigterm(**options: Any) -> None:
 
     in_main = threading.current_thread() is threading.main_thread()
     sigterm = signal.getsignal(signal.SIGTERM) if in_main else None
-    ray.init(**options)
-    if in_main:
-        signal.signal(signal.SIGTERM, sigterm)
+    try:
+        ray.init(**options)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, sigterm)
 
 
 def private_ray_dir() -> Path:

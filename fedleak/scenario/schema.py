@@ -125,7 +125,7 @@ def _named(kind: str, base: type[Strict]) -> BeforeValidator:
             raise ValueError(f"expected a table (a {kind})")
         name = value.get("name", default)
         if _plain_pass(info):
-            return _shared_options(base, {**value, "name": name})
+            return _shared_options(base, {**value, "name": _name(kind, name)})
         return _validated(kind, name, {**value, "name": name})
 
     return BeforeValidator(validate)
