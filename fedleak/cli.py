@@ -53,7 +53,7 @@ def run(
     from fedleak.scenario import load_scenario
 
     if ray_address is not None:
-        from fedleak.runners.ray_config import cluster_address
+        from fedleak.runners.ray_config import check_reachable, cluster_address  # torch: only with an address
 
         try:
             cluster_address(ray_address)
@@ -69,9 +69,7 @@ def run(
 
         check_runnable(resolved)
         if ray_address is not None:
-            from fedleak.runners.ray_config import check_reachable
-
-            check_reachable(ray_address)
+            check_reachable(ray_address)  # after the scenario's checks: nothing listening is one line too
         run_dir = new_run_dir(out, resolved.name)
 
     console.print(f"fedleak: running [bold]{resolved.name}[/] → {run_dir}")

@@ -26,7 +26,7 @@ from fedleak.core.results import Epsilon
 from fedleak.defenses import DefensePipeline, LocalRound, PrivacyEvent
 
 # Opacus is imported where a curve is computed: it loads torch.distributed, SciPy and SymPy
-# (1.2 s on 2 cores), and a run without a DP mechanism never computes one.
+# (1.3–1.4 s on 2 cores), and a run without a DP mechanism never computes one.
 
 
 def rdp_curve(event: PrivacyEvent) -> np.ndarray:

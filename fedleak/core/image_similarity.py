@@ -2,7 +2,7 @@
 
 Both follow torchmetrics' functional definitions to the last operation (``tests/test_image_similarity.py``
 holds them to it) without importing torchmetrics: with the torchvision it loads, that import takes
-2.5 s on 2 cores, paid by the server on the first score of every run.
+2.5–2.9 s on 2 cores, paid by the server on the first score of every run.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from fedleak.core.updates import ClientUpdate, RejectedReply
 
 if TYPE_CHECKING:  # reading a run needs neither torch, the scoring nor the accountant (Opacus)
     import torch
+    from PIL.Image import Image
 
     from fedleak.core.results import AttackResult, Epsilon
 
@@ -361,11 +362,11 @@ def _tiled(rows: torch.Tensor) -> torch.Tensor:
     return grid
 
 
-def _png(image: torch.Tensor) -> Any:
+def _png(image: torch.Tensor) -> Image:
     """A ``(C, H, W)`` image in [0, 1] (C 1 or 3) as a PIL image, rounded to 8 bits. PIL, not
     torchvision: importing torchvision costs the server a second on the first grid of a run."""
     import torch
-    from PIL import Image
+    from PIL import Image as PIL
 
     pixels = image.mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
-    return Image.fromarray(pixels[0].numpy() if len(pixels) == 1 else pixels.permute(1, 2, 0).numpy())
+    return PIL.fromarray(pixels[0].numpy() if len(pixels) == 1 else pixels.permute(1, 2, 0).numpy())
