@@ -12,7 +12,8 @@ check that batched and one-by-one results agree). One by one is sequential, so i
 rate does not depend on N: above ``--alone-cap`` attacks only the first
 ``--alone-cap`` run, and the rate and success rate are that sample's (marked "sample").
 Success = MSE < 1e-3 (DLG's criterion) against the client's image. On a GPU the
-GPU's utilisation is sampled from ``nvidia-smi`` while the batch runs.
+GPU's utilisation and memory are sampled from ``nvidia-smi`` while the batch runs, and
+PyTorch's peak allocation is read after it.
 
 ``round``: the federation's round time (MNIST, LeNet, 8 clients; FedSGD batch 1, or
 FedAvg with ``--local-steps``) in the arms of ``ARMS``, alternated in one process: plain
@@ -35,7 +36,8 @@ about 0.1 s: a FedSGD round (~0.3 s) cannot resolve 5 %; FedAvg rounds of second
     python benchmarks/attack_throughput.py round [--clients 8] [--rounds 8] [--repeats 2] [--attack idlg]
         [--arms fedavg,capture,dispatch,busy] [--local-steps 0] [--batch-size 1]
 
-Measured, not asserted.
+``--jsonl FILE`` appends each result as a JSON line the moment it is measured (a run cut
+short keeps what it finished). Measured, not asserted.
 """
 
 from __future__ import annotations
@@ -121,6 +123,8 @@ class GpuSampler:
 
 
 def run_jobs(jobs: list[AttackJob], pool: ImageDataset, batched: bool, on_gpu: bool) -> dict[str, Any]:
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
     with GpuSampler(batched and on_gpu) as sampler:
         started = time.perf_counter()
         outcomes = execute_batch(jobs) if batched else [execute(job) for job in jobs]
@@ -130,7 +134,8 @@ def run_jobs(jobs: list[AttackJob], pool: ImageDataset, batched: bool, on_gpu: b
     errors = sorted({o.error for o in outcomes if o.error})
     return {"attacks": len(jobs), "seconds": seconds, "per_second": len(jobs) / seconds,
             "success": sum(recovered) / len(jobs), "mean_iterations": statistics.mean(iterations or [0]),
-            "errors": errors, "gpu": sampler.summary()}
+            "errors": errors, "gpu": sampler.summary(),
+            "torch_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if on_gpu else None}
 
 
 def _recovered(outcome: AttackOutcome, pool: ImageDataset) -> bool:
@@ -160,7 +165,14 @@ def attacks_benchmark(args) -> list[dict[str, Any]]:
                    "speedup": batched["per_second"] / alone["per_second"]}
             rows.append(row)
             print(_line(row), flush=True)
+            _append(args.jsonl, {"part": "attacks", **row})
     return rows
+
+
+def _append(path: Path | None, row: dict[str, Any]) -> None:
+    if path is not None:
+        with path.open("a") as sink:
+            sink.write(json.dumps(row, default=str) + "\n")
 
 
 def _overrides(pairs: list[str], attack: str) -> dict[str, Any]:
@@ -310,7 +322,12 @@ def round_benchmark(args) -> dict[str, Any]:
         extra = server[arm] - server["fedavg"]
         print(f"{arm:8s} aggregate_train median {1000 * server[arm]:.1f} ms/round "
               f"({1000 * extra:+.1f} ms = {extra / medians['fedavg']:+.2%} of a plain round)")
-    return {"times": times, "medians": medians, "means": means, "aggregate_train": aggregating}
+    result = {"times": times, "medians": medians, "means": means, "aggregate_train": aggregating,
+              "ratios": {arm: medians[arm] / medians["fedavg"] for arm in arms},
+              "aggregate_train_medians": server, "workers": args.workers, "clients": args.clients,
+              "local_steps": args.local_steps, "batch_size": args.batch_size}
+    _append(args.jsonl, {"part": "round", **result})
+    return result
 
 
 def main() -> None:
@@ -334,6 +351,7 @@ def main() -> None:
     parser.add_argument("--arms", default=",".join(ARMS), help=f"round part: some of {', '.join(ARMS)}")
     parser.add_argument("--out", default="/tmp/fedleak-throughput", help="run directories of the round part")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--jsonl", type=Path, help="append each result as a JSON line as soon as it is measured")
     args = parser.parse_args()
     print(machine(), f"cuda: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}", flush=True)
     result = attacks_benchmark(args) if args.part == "attacks" else round_benchmark(args)

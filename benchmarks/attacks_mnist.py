@@ -35,10 +35,11 @@ from typing import Any
 import torch
 
 from fedleak.adversary.metrics import SUCCESS_MSE, score
-from fedleak.attacks import ATTACKS, Budget
+from fedleak.attacks import ATTACKS
 from fedleak.client.training import offline_update
 from fedleak.data import ImageDataset
 from fedleak.models import ModelSpec
+from fedleak.runners import AttackJob, execute
 
 from mnist_setup import lenet_on_mnist, machine, mnist_parser
 
@@ -55,10 +56,12 @@ def attack_once(
     update = offline_update(spec, sent, pool, [index] * steps, lr=lr)
     if known_labels:  # the threat model's capability flag, as the adversary grants it
         update = dataclasses.replace(update, known_labels=pool.labels[index])
-    started = time.perf_counter()
-    recon = ATTACKS.get(attack)(ATTACKS.get(attack).Config(**config)).run(
-        update, spec.with_weights(sent), Budget(budget))
+    started = time.perf_counter()  # through the runner's path: its float32 arithmetic on a GPU
+    outcome = execute(AttackJob(update, attack, ATTACKS.get(attack).Config(**config, time_budget_s=budget), spec))
     seconds = time.perf_counter() - started
+    if outcome.reconstruction is None:
+        raise RuntimeError(f"{attack} failed: {outcome.error}")
+    recon = outcome.reconstruction
     scores = score(recon.images, pool.images[index], recon.labels, pool.labels[index])
     return {
         "attack": attack, "config": config, "known_labels": known_labels, "batch": len(index), "steps": steps,

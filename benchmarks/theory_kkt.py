@@ -16,6 +16,9 @@ and fedleak's Hungarian matching (SSIM mean and count above 0.4).
 
     python benchmarks/theory_attacks.py kkt [--n 500] [--widths 1000,1000] [--train-epochs 2000]
         [--train-lr 0.01] [--iterations 50000] [--time-budget 1200] [--set lambda_lr=0.01] [--jsonl out.jsonl]
+        [--device auto]
+
+``--device``: where the MLP trains and the attack runs (the attack's ``device`` option).
 
 Measured, not asserted: one JSON line per run.
 """
@@ -61,10 +64,11 @@ def haim_mlp(images: torch.Tensor, widths: list[int], first_layer_std: float, se
 
 
 def train_to_zero_loss(model: ImageClassifier, images: torch.Tensor, parity: torch.Tensor, lr: float,
-                       epochs: int, threshold: float) -> dict[str, Any]:
-    """Full-batch GD on the logistic loss in float64 until ``epochs`` or loss < ``threshold``."""
-    network = model.double()
-    inputs, targets = images.double(), parity.double()
+                       epochs: int, threshold: float, device: torch.device) -> dict[str, Any]:
+    """Full-batch GD on the logistic loss in float64 on ``device`` until ``epochs`` or loss < ``threshold``;
+    ``model`` ends on the CPU in float32, trained."""
+    network = model.to(device, torch.float64)
+    inputs, targets = images.to(device, torch.float64), parity.to(device, torch.float64)
     optimizer = torch.optim.SGD(network.parameters(), lr=lr)
     started, epoch, loss = time.perf_counter(), 0, torch.tensor(float("inf"))
     torch.set_flush_denormal(True)  # subnormal floats appear late in training and slow the CPU several-fold
@@ -80,7 +84,7 @@ def train_to_zero_loss(model: ImageClassifier, images: torch.Tensor, parity: tor
         final = F.binary_cross_entropy_with_logits(logits, targets).item()
         accuracy = ((logits > 0).double() == targets).double().mean().item()
     seconds = time.perf_counter() - started
-    network.float()
+    network.to("cpu", torch.float32)
     return {"train_epochs": epoch, "train_loss": final, "train_accuracy": accuracy, "train_seconds": round(seconds, 1),
             "train_epochs_per_s": round(epoch / seconds, 2)}
 
@@ -92,17 +96,20 @@ def run(args: argparse.Namespace) -> None:
     images, parity = pool.images[index], pool.labels[index] % 2
     model = haim_mlp(images, args.widths, args.init, args.seed)
     sent = {k: v.clone() for k, v in model.state_dict().items()}
-    training = train_to_zero_loss(model, images, parity, args.train_lr, args.train_epochs, args.train_threshold)
+    config = {"iterations": args.iterations, "device": args.device, **dict(_parse(item) for item in args.set)}
+    kkt = ATTACKS.get("kkt").Config(**config)
+    training = train_to_zero_loss(model, images, parity, args.train_lr, args.train_epochs, args.train_threshold,
+                                  kkt.torch_device())
     trained = {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(sent)
     metadata = UpdateMetadata("fedavg", args.train_lr, training["train_epochs"], args.n, args.n)
     update = ClientUpdate("theory_kkt", 1, 0, 0, sent, trained, metadata)
-    config = {"iterations": args.iterations, **dict(_parse(item) for item in args.set)}
-    attack = ATTACKS.get("kkt")(ATTACKS.get("kkt").Config(**config))
+    attack = ATTACKS.get("kkt")(kkt)
     recon = attack.run(update, model, Budget(args.time_budget))
     paper = nearest_reconstruction_ssim(recon.images, images)
     matched = score(recon.images, images)
     result = {
+        "part": "kkt", "device": str(kkt.torch_device()),
         "n": args.n, "widths": args.widths, "init": args.init, "train_lr": args.train_lr, **training,
         "attack_config": config, "attack_seconds": round(recon.seconds, 1),
         "attack_iterations_per_s": round(recon.extras["iterations"] / recon.seconds, 2),
@@ -138,3 +145,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="model initialisation")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jsonl", type=Path, default=None)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

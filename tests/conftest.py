@@ -1,7 +1,9 @@
-"""Shared fixtures: tiny scenarios on the bundled digits (no downloads, CPU only)."""
+"""Shared fixtures: tiny scenarios on the bundled digits (no downloads; attacks on the CPU unless
+``FEDLEAK_TEST_DEVICE`` names another device, as benchmarks/gpu_check.sh does on a GPU)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -11,6 +13,7 @@ import pytest
 import torch
 
 from fedleak.adversary import Adversary
+from fedleak.attacks import ATTACKS
 from fedleak.client.training import offline_update
 from fedleak.core.updates import ClientUpdate
 from fedleak.data import build_plan, load_dataset
@@ -26,6 +29,16 @@ def imported_after(code: str, watched: Iterable[str]) -> list[str]:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return eval(done.stdout.strip().splitlines()[-1])  # noqa: S307 - our own printed list
+
+
+TEST_DEVICE = os.environ.get("FEDLEAK_TEST_DEVICE", "cpu")
+"""Where the attack tests compute: the CPU, or ``cuda`` (benchmarks/gpu_check.sh's first stage)."""
+
+
+def on_test_device(attack: str, **options) -> dict:
+    """``options`` of ``attack`` with ``device`` set to :data:`TEST_DEVICE` where the attack has one."""
+    device = {"device": TEST_DEVICE} if "device" in ATTACKS.get(attack).Config.model_fields else {}
+    return {**options, **device}
 
 
 def tiny_scenario(**table) -> Scenario:

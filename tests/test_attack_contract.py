@@ -9,12 +9,12 @@ import torch
 from fedleak.adversary import Adversary
 from fedleak.adversary.evaluation import Evaluator
 from fedleak.attacks import ATTACKS, Attack, AttackNotApplicable, Budget, Reconstruction
-from fedleak.attacks.stacked import StackedInversion
+from fedleak.attacks.devices import DeviceConfig
 from fedleak.data import build_plan, load_dataset
 from fedleak.results.store import ResultStore
 from fedleak.runners import AttackJob, InlineRunner, execute_batch
 
-from conftest import fedsgd_update, tiny_scenario
+from conftest import fedsgd_update, on_test_device, tiny_scenario
 
 SHIPPED = ["analytic", "dlg", "grnn", "idlg", "inverting", "kkt", "linear", "tensor"]
 FEW_STEPS = {"dlg": {"iterations": 2}, "idlg": {"iterations": 2}, "inverting": {"iterations": 2},
@@ -77,7 +77,8 @@ def test_no_shipped_attack_changes_the_model_it_is_given(name):
     model = spec.with_weights(update.global_weights)
     before = _snapshot(model)
     try:
-        ATTACKS.get(name)(ATTACKS.get(name).Config(**FEW_STEPS.get(name, {}))).run(update, model, Budget(5.0))
+        config = ATTACKS.get(name).Config(**on_test_device(name, **FEW_STEPS.get(name, {})))
+        ATTACKS.get(name)(config).run(update, model, Budget(5.0))
     except AttackNotApplicable:
         pass  # whether it applies is beside the point: it must leave the model as it was
     weights, devices, grads, training = _snapshot(model)
@@ -85,13 +86,15 @@ def test_no_shipped_attack_changes_the_model_it_is_given(name):
     assert (devices, grads, training) == before[1:]
 
 
-def test_a_stacked_attack_moving_to_another_device_moves_a_copy(monkeypatch):
-    update, spec = fedsgd_update(tiny_scenario())
+@pytest.mark.parametrize("name", ["idlg", "grnn", "kkt"])  # stacked, one attempt per restart, its own loop
+def test_an_attack_moving_to_another_device_moves_a_copy(name, monkeypatch):
+    update, spec = fedsgd_update(tiny_scenario(model={"name": "mlp", "widths": [16]}))
     model = spec.with_weights(update.global_weights)
-    monkeypatch.setattr(StackedInversion, "_device", lambda self: torch.device("meta"))
+    moved = []
+    monkeypatch.setattr(DeviceConfig, "torch_device", lambda self: moved.append(name) or torch.device("meta"))
     with pytest.raises(Exception):  # noqa: B017 - the meta device computes no values; only the move matters
-        ATTACKS.get("idlg")(ATTACKS.get("idlg").Config(iterations=1)).run(update, model, Budget())
-    assert {p.device.type for p in model.parameters()} == {"cpu"}
+        ATTACKS.get(name)(ATTACKS.get(name).Config(iterations=1)).run(update, model, Budget())
+    assert moved == [name] and {p.device.type for p in model.parameters()} == {"cpu"}
 
 
 def test_a_reconstruction_that_breaks_the_contract_fails_alone():
@@ -160,3 +163,27 @@ def test_the_halves_of_a_failing_batch_share_its_deadline_and_each_result_its_sh
     assert ok[1].batch_size == ok[2].batch_size == 2 and ok[0].batch_size == 1
     assert ok[1].seconds == pytest.approx(ok[1].batch_seconds / 2)
     assert ok[0].seconds == pytest.approx(ok[0].batch_seconds)
+
+
+@ATTACKS.register("test-precision")
+class _Precision(Attack):
+    """Records the TF32 flags it runs under; fails on partition 1."""
+
+    seen: list[tuple[bool, bool]] = []
+
+    def run(self, update, model, budget):
+        self.seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        if update.partition_id == 1:
+            raise RuntimeError("after recording")
+        return Reconstruction(torch.rand(1, *model.image_shape), None, 0.0)
+
+
+def test_attacks_run_in_ieee_float32_and_the_process_gets_its_own_settings_back(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    _Precision.seen.clear()
+    for partition in (0, 1):  # one that returns, one that raises
+        update, spec = fedsgd_update(tiny_scenario(), partition_id=partition)
+        execute_batch([AttackJob(update, "test-precision", _Precision.Config(), spec)])
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+    assert _Precision.seen == [(False, False), (False, False)]

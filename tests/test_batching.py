@@ -13,7 +13,7 @@ from fedleak.data import build_plan, load_dataset
 from fedleak.results.store import ResultStore
 from fedleak.runners import AttackJob, InlineRunner, batches, execute_batch
 
-from conftest import fedsgd_update, tiny_scenario
+from conftest import fedsgd_update, on_test_device, tiny_scenario
 
 
 def _round(scenario, clients=4, server_round=1):
@@ -29,7 +29,7 @@ def _round(scenario, clients=4, server_round=1):
 ])
 def test_a_batch_gives_what_each_attack_gives_alone(name, config, training, loss_atol):
     updates, spec = _round(tiny_scenario(training=training))
-    attack = ATTACKS.get(name)(ATTACKS.get(name).Config(**config))
+    attack = ATTACKS.get(name)(ATTACKS.get(name).Config(**on_test_device(name, **config)))
     model = spec.with_weights(updates[0].global_weights)
     together = attack.run_batch(updates, model, Budget())
     alone = [attack.run(update, model, Budget()) for update in updates]
@@ -68,7 +68,8 @@ def test_jobs_batch_by_attack_configuration_and_round_up_to_the_limit():
 
 
 def _one_step(update, model, budget):
-    return ATTACKS.get("idlg")(ATTACKS.get("idlg").Config(iterations=1)).run(update, model, budget)
+    return ATTACKS.get("idlg")(ATTACKS.get("idlg").Config(**on_test_device("idlg", iterations=1))).run(
+        update, model, budget)
 
 
 @ATTACKS.register("test-picky")
@@ -134,7 +135,7 @@ def _stored_round(tmp_path, runner, attacks):
 
 
 def test_the_adversary_submits_a_round_at_once_and_the_runner_batches_it(tmp_path):
-    attacks = [{"name": "idlg", "iterations": 30}]
+    attacks = [{"name": "idlg", **on_test_device("idlg", iterations=30)}]
     batched = _stored_round(tmp_path / "batched", InlineRunner(), attacks)
     alone = _stored_round(tmp_path / "alone", InlineRunner(RunnerConfig(max_batch=1)), attacks)
     assert [json.loads(r["extras"])["stacked_problems"] for r in batched] == [4] * 4

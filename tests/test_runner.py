@@ -9,7 +9,7 @@ from fedleak.data import build_plan, load_dataset
 from fedleak.results.store import ResultStore
 from fedleak.runners import AttackJob, InlineRunner, execute
 
-from conftest import fedsgd_update, tiny_scenario
+from conftest import fedsgd_update, on_test_device, tiny_scenario
 
 
 @ATTACKS.register("test-crash")
@@ -26,7 +26,7 @@ def test_execute_turns_a_crash_into_a_failed_outcome():
 
 
 def test_adversary_stores_failures_and_successes(tmp_path):
-    scenario = tiny_scenario(attacks=[{"name": "test-crash"}, {"name": "analytic"}, {"name": "idlg", "iterations": 30}],
+    scenario = tiny_scenario(attacks=[{"name": "test-crash"}, {"name": "analytic"}, {"name": "idlg", **on_test_device("idlg", iterations=30)}],
                              capture={"clients": [0]})
     splits = load_dataset(scenario.dataset)
     evaluator = Evaluator(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)
@@ -43,7 +43,7 @@ def test_adversary_stores_failures_and_successes(tmp_path):
 
 
 def test_known_labels_capability_hands_the_true_labels_to_the_attack(tmp_path):
-    scenario = tiny_scenario(attacks=[{"name": "dlg", "iterations": 1}], threat={"known_labels": True},
+    scenario = tiny_scenario(attacks=[{"name": "dlg", **on_test_device("dlg", iterations=1)}], threat={"known_labels": True},
                              training={"batch_size": 2})
     splits = load_dataset(scenario.dataset)
     evaluator = Evaluator(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)
@@ -57,8 +57,9 @@ def test_known_labels_capability_hands_the_true_labels_to_the_attack(tmp_path):
 def test_every_optimisation_attack_runs_on_a_fedavg_update_and_stores_how_far_it_got(tmp_path):
     scenario = tiny_scenario(
         training={"algorithm": "fedavg", "local_steps": 2, "batch_size": 2},
-        attacks=[{"name": "idlg", "iterations": 1}, {"name": "inverting", "iterations": 5, "restarts": 2},
-                 {"name": "grnn", "iterations": 5, "time_budget_s": 30}],
+        attacks=[{"name": "idlg", **on_test_device("idlg", iterations=1)},
+                 {"name": "inverting", **on_test_device("inverting", iterations=5, restarts=2)},
+                 {"name": "grnn", **on_test_device("grnn", iterations=5, time_budget_s=30)}],
     )
     splits = load_dataset(scenario.dataset)
     evaluator = Evaluator(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)

@@ -25,11 +25,11 @@ from fedleak.attacks.base import ATTACKS
 from fedleak.attacks.gradients import parameter_gradient
 from fedleak.attacks.lbfgs import LBFGSOptions, minimize
 from fedleak.attacks.objectives import squared_distance
-from fedleak.attacks.optimization import LabelSource
-from fedleak.attacks.stacked import ProblemStack, Solution, StackedConfig, StackedInversion
+from fedleak.attacks.optimization import LabelSource, OptimizationConfig
+from fedleak.attacks.stacked import ProblemStack, Solution, StackedInversion
 
 
-class DLGConfig(StackedConfig):
+class DLGConfig(OptimizationConfig):
     iterations: int = Field(300, ge=1)
     labels: LabelSource = "optimize"
     lr: float = Field(1.0, gt=0)

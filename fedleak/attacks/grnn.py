@@ -115,8 +115,8 @@ class GRNN(OptimizationAttack):
         model = problem.model
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(2**31, (), generator=generator)))
-            network = Generator(self.config, model.image_shape, model.num_classes)
-        noise = torch.randn(problem.size, self.config.noise_dim, generator=generator)
+            network = Generator(self.config, model.image_shape, model.num_classes).to(problem.device)
+        noise = torch.randn(problem.size, self.config.noise_dim, generator=generator).to(problem.device)
         optimizer = torch.optim.RMSprop(network.parameters(), lr=self.config.lr, momentum=self.config.momentum)
         loss, done = math.inf, 0
         while done < self.config.iterations and not problem.deadline.expired():

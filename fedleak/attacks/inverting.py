@@ -27,7 +27,8 @@ from pydantic import Field
 from fedleak.attacks.base import ATTACKS, Requirement
 from fedleak.attacks.gradients import observed_delta, simulated_update
 from fedleak.attacks.objectives import cosine_distance, total_variation
-from fedleak.attacks.stacked import ProblemStack, Solution, StackedConfig, StackedInversion
+from fedleak.attacks.optimization import OptimizationConfig
+from fedleak.attacks.stacked import ProblemStack, Solution, StackedInversion
 from fedleak.core.updates import ClientUpdate
 from fedleak.models import ImageClassifier
 
@@ -35,7 +36,7 @@ MILESTONES = (3 / 8, 5 / 8, 7 / 8)
 """Fractions of the iterations where the step size drops tenfold (Geiping et al.'s schedule)."""
 
 
-class InvertingConfig(StackedConfig):
+class InvertingConfig(OptimizationConfig):
     iterations: int = Field(4800, ge=1)
     """4800 Adam steps: the paper's CIFAR-10 budget (24 000 on ImageNet)."""
     lr: float = Field(0.1, gt=0)

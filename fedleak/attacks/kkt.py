@@ -54,12 +54,12 @@ from torch import nn
 from fedleak.attacks.base import (
     ATTACKS,
     Attack,
-    AttackConfig,
     AttackNotApplicable,
     Budget,
     Reconstruction,
     Requirement,
 )
+from fedleak.attacks.devices import DeviceConfig
 from fedleak.core.image_similarity import ssim
 from fedleak.core.updates import ClientUpdate
 from fedleak.models import ImageClassifier
@@ -72,7 +72,7 @@ LAMBDA_PENALTY = 5.0
 """Weight of the dual-feasibility penalty max(0, λ_low − λ)² (the authors' code)."""
 
 
-class KKTConfig(AttackConfig):
+class KKTConfig(DeviceConfig):
     """Defaults: Haim et al.'s MNIST odd/even run ``kcf9bhbi`` (their published command line)."""
 
     iterations: int = Field(50_000, ge=1)
@@ -198,7 +198,8 @@ class KKT(Attack):
             raise AttackNotApplicable("kkt needs a network whose output for a sample depends on that sample alone; "
                                       "BatchNorm trains on batch statistics")
         dtype = torch.float64 if config.double_precision else torch.float32
-        trained = copy.deepcopy(model).to(dtype)
+        device = config.torch_device()
+        trained = copy.deepcopy(model).to(device, dtype)  # a copy: the caller's model stays as it is
         trained.load_state_dict(update.client_weights)
         trained.eval()
         replaced = with_smoothed_relus(trained, config.relu_alpha)
@@ -207,13 +208,14 @@ class KKT(Attack):
             raise AttackNotApplicable("kkt needs trainable parameters to match")
 
         count = config.num_candidates or config.candidates_per_example * update.metadata.num_examples
-        labels = balanced_labels(count, trained.num_classes)
-        generator = torch.Generator().manual_seed(config.seed)
+        labels = balanced_labels(count, trained.num_classes).to(device)
+        generator = torch.Generator().manual_seed(config.seed)  # drawn on the CPU: equal draws on every device
         mean = trained.mean.to(dtype)
-        offsets = torch.randn(count, *trained.image_shape, generator=generator, dtype=dtype) * config.init_scale
+        offsets = torch.randn(count, *trained.image_shape, generator=generator, dtype=dtype).to(device)
+        offsets *= config.init_scale
         per_candidate = trained.num_classes == 1 or config.multiclass_margins == "runner_up"
         margin_count = 1 if per_candidate else trained.num_classes - 1
-        multipliers = torch.rand(count, margin_count, generator=generator, dtype=dtype)
+        multipliers = torch.rand(count, margin_count, generator=generator, dtype=dtype).to(device)
         offsets.requires_grad_(True)
         multipliers.requires_grad_(True)
         optimizer_x = torch.optim.SGD([offsets], lr=config.lr, momentum=0.9)
@@ -243,7 +245,7 @@ class KKT(Attack):
         images = (mean + best_offsets).float()
         images = stretch(images) if config.rescale else images.clamp(0, 1)
         return Reconstruction(
-            images=images.detach(), labels=labels, seconds=deadline.elapsed,
+            images=images.detach().cpu(), labels=labels.cpu(), seconds=deadline.elapsed,
             extras={
                 "iterations": iterations, "iterations_planned": config.iterations,
                 "stopped_by_budget": iterations < config.iterations and not diverged, "diverged": diverged,

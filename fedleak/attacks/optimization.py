@@ -18,7 +18,8 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from fedleak.attacks.base import Attack, AttackConfig, Budget, Deadline, Reconstruction
+from fedleak.attacks.base import Attack, Budget, Deadline, Reconstruction
+from fedleak.attacks.devices import DeviceConfig
 from fedleak.attacks.gradients import observed_gradient
 from fedleak.attacks.labels import infer_labels
 from fedleak.core.updates import ClientUpdate, UpdateMetadata
@@ -27,8 +28,8 @@ from fedleak.models import ImageClassifier
 LabelSource = Literal["optimize", "infer"]
 
 
-class OptimizationConfig(AttackConfig):
-    """Options of every optimisation attack (each sets its own defaults)."""
+class OptimizationConfig(DeviceConfig):
+    """Options of every optimisation attack (each sets its own defaults), ``device`` among them."""
 
     iterations: int = Field(1000, ge=1)
     """Optimiser steps per restart."""
@@ -73,8 +74,8 @@ def best_of_restarts(
         attempts.append(attempt(generator))
     best = min(attempts, key=lambda a: a.loss if math.isfinite(a.loss) else math.inf)
     return Reconstruction(
-        images=best.images,
-        labels=best.labels,
+        images=best.images.detach().cpu(),
+        labels=best.labels.cpu(),
         seconds=deadline.elapsed,
         extras={
             "iterations": best.iterations, "iterations_planned": config.iterations,
@@ -103,6 +104,11 @@ class InversionProblem:
         """Samples to reconstruct: the distinct examples the client declared."""
         return self.training.num_examples
 
+    @property
+    def device(self) -> torch.device:
+        """Where the attempts compute: where the model and the target are."""
+        return self.target[0].device
+
 
 class OptimizationAttack(Attack):
     """An attack that reconstructs by optimisation: one :meth:`attempt` per restart."""
@@ -115,8 +121,12 @@ class OptimizationAttack(Attack):
         return observed_gradient(update, model)
 
     def run(self, update: ClientUpdate, model: ImageClassifier, budget: Budget) -> Reconstruction:
+        device = self.config.torch_device()
+        labels = fixed_labels(self.config, update, model)
         problem = InversionProblem(
-            model.training_simulation(), self.observed(update, model), fixed_labels(self.config, update, model),
+            model.training_simulation().to(device),  # a copy: the caller's model stays where it is
+            [target.to(device) for target in self.observed(update, model)],
+            None if labels is None else labels.to(device),
             update.metadata,
             budget.deadline(),
         )

@@ -20,7 +20,6 @@ import math
 from abc import abstractmethod
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch.func import grad_and_value, vmap
@@ -30,13 +29,6 @@ from fedleak.attacks.gradients import Parameters, observed_gradient, untransform
 from fedleak.attacks.optimization import OptimizationConfig, fixed_labels
 from fedleak.core.updates import ClientUpdate, UpdateMetadata
 from fedleak.models import ImageClassifier
-
-
-class StackedConfig(OptimizationConfig):
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    """Where the stacked optimisation runs; ``auto``: the first visible GPU, else the CPU
-    (a Ray worker sees only the GPU share it reserved: ``runner.num_gpus``)."""
-
 
 Objective = Callable[..., torch.Tensor]
 """``(images (B, C, H, W), label targets, target list) -> scalar`` for one problem; the
@@ -114,8 +106,8 @@ class Solution:
 class StackedInversion(Attack):
     """An optimisation attack on dummy data that solves many problems as one."""
 
-    Config = StackedConfig
-    config: StackedConfig
+    Config = OptimizationConfig
+    config: OptimizationConfig
 
     def observed(self, update: ClientUpdate, model: ImageClassifier) -> list[torch.Tensor]:
         """What the attack matches; the update read as one gradient unless overridden."""
@@ -144,7 +136,7 @@ class StackedInversion(Attack):
     def _stack(
         self, updates: Sequence[ClientUpdate], model: ImageClassifier, deadline: Deadline
     ) -> tuple[ProblemStack, list[torch.Tensor]]:
-        restarts, device = self.config.restarts, self._device()
+        restarts, device = self.config.restarts, self.config.torch_device()
         targets = [self.observed(update, model) for update in updates]
         labels = [fixed_labels(self.config, update, model) for update in updates]
         simulation = model.training_simulation().to(device)  # a copy: the caller's model stays as it is
@@ -161,11 +153,6 @@ class StackedInversion(Attack):
         starts = [self._starts(stack, model) for _ in updates]  # each job draws as it would alone
         variables = [torch.cat(parts).to(device).requires_grad_(True) for parts in zip(*starts)]
         return stack, variables
-
-    def _device(self) -> torch.device:
-        if self.config.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.config.device)
 
     def _starts(self, stack: ProblemStack, model: ImageClassifier) -> list[torch.Tensor]:
         """One job's restarts: DLG's initialisation (uniform images, standard-normal logits),

@@ -21,6 +21,7 @@ import torch
 
 from fedleak.attacks import ATTACKS, Attack, AttackConfig, AttackNotApplicable, AttackStatus, Budget, Reconstruction
 from fedleak.attacks.base import Deadline
+from fedleak.attacks.devices import ieee_float32
 from fedleak.core.config import RunnerConfig
 from fedleak.core.errors import first_line
 from fedleak.core.registry import Registry
@@ -90,7 +91,8 @@ def execute_batch(jobs: Sequence[AttackJob], attack_class: type[Attack] | None =
     first attempt's ``deadline`` (the attack's ``time_budget_s`` counted once, as a
     worker's hard limit is): a failure is reported only for the jobs it belongs to, and a
     batch too large for the GPU's memory is split until it fits. Each reconstruction is
-    checked against the attack contract (:meth:`Reconstruction.violation`).
+    checked against the attack contract (:meth:`Reconstruction.violation`). Attacks compute in
+    IEEE float32 on every device (:func:`~fedleak.attacks.devices.ieee_float32`).
     """
     first = jobs[0]
     deadline = deadline or Budget(first.config.time_budget_s).deadline()
@@ -98,7 +100,8 @@ def execute_batch(jobs: Sequence[AttackJob], attack_class: type[Attack] | None =
     try:
         attack = (attack_class or ATTACKS.get(first.attack))(first.config)
         model = first.model.with_weights(first.update.global_weights)
-        reconstructions = attack.run_batch([job.update for job in jobs], model, deadline.remaining())
+        with ieee_float32():  # no TF32 on a GPU: the same arithmetic as on the CPU (fedleak.attacks.devices)
+            reconstructions = attack.run_batch([job.update for job in jobs], model, deadline.remaining())
         if len(reconstructions) != len(jobs):
             raise RuntimeError(f"run_batch returned {len(reconstructions)} reconstructions for {len(jobs)} updates")
     except Exception as failure:  # noqa: BLE001 - an attack's crash must not stop the federation
