@@ -71,7 +71,7 @@ from fedleak.results.store import new_run_dir
 from fedleak.runners import AttackJob, AttackOutcome, execute, execute_batch
 from fedleak.scenario import Scenario, parse_scenario
 
-from mnist_setup import lenet_on_mnist, machine, mnist_parser
+from mnist_setup import append_jsonl, lenet_on_mnist, machine, mnist_parser
 
 DEFAULT_CONFIG = {"dlg": {}, "inverting": {"iterations": 300}}
 """Registry defaults (DLG: 300 L-BFGS steps), but Inverting Gradients at 300 Adam steps
@@ -147,32 +147,29 @@ def _recovered(outcome: AttackOutcome, pool: ImageDataset) -> bool:
 
 def attacks_benchmark(args) -> list[dict[str, Any]]:
     splits, spec = lenet_on_mnist(args.data_root, args.init)
-    rows = []
-    for attack in args.attacks.split(","):
-        config = {**DEFAULT_CONFIG[attack], "device": args.device, **_overrides(args.set, attack)}
+    attacks = args.attacks.split(",")
+    configs = {attack: {**DEFAULT_CONFIG[attack], "device": args.device, **_overrides(args.set, attack)}
+               for attack in attacks}
+    for attack, config in configs.items():  # warm-up: lazy initialisation (and CUDA's) out of the timings
         run_jobs(client_jobs(spec, splits.train, attack, {**config, "iterations": 1}, 2), splits.train,
-                 batched=True, on_gpu=False)  # warm-up: lazy initialisation (and CUDA's) out of the timings
-        sampled = None  # the first --alone-cap attacks one by one, run once and reused above the cap
-        for count in map(int, args.concurrent.split(",")):
+                 batched=True, on_gpu=False)
+    rows = []
+    sampled: dict[str, dict[str, Any]] = {}  # the first --alone-cap attacks one by one, reused above the cap
+    for count in map(int, args.concurrent.split(",")):  # counts outer: the first counts of every attack first
+        for attack, config in configs.items():
             jobs = client_jobs(spec, splits.train, attack, config, count)
             batched = run_jobs(jobs, splits.train, batched=True, on_gpu=_on_gpu(args.device))
             sample = count > args.alone_cap
-            if sample and sampled is None:
-                sampled = run_jobs(jobs[: args.alone_cap], splits.train, batched=False, on_gpu=False)
-            alone = sampled if sample else run_jobs(jobs, splits.train, batched=False, on_gpu=False)
+            if sample and attack not in sampled:
+                sampled[attack] = run_jobs(jobs[: args.alone_cap], splits.train, batched=False, on_gpu=False)
+            alone = sampled[attack] if sample else run_jobs(jobs, splits.train, batched=False, on_gpu=False)
             row = {"attack": attack, "concurrent": count, "config": config, "batched": batched,
                    "one_by_one": alone, "one_by_one_sampled": sample,
                    "speedup": batched["per_second"] / alone["per_second"]}
             rows.append(row)
             print(_line(row), flush=True)
-            _append(args.jsonl, {"part": "attacks", **row})
+            append_jsonl(args.jsonl, {"part": "attacks", **row})
     return rows
-
-
-def _append(path: Path | None, row: dict[str, Any]) -> None:
-    if path is not None:
-        with path.open("a") as sink:
-            sink.write(json.dumps(row, default=str) + "\n")
 
 
 def _overrides(pairs: list[str], attack: str) -> dict[str, Any]:
@@ -287,17 +284,19 @@ def _timed(cls: type, method: str, sink: list[float]) -> Iterator[None]:
         setattr(cls, method, original)
 
 
-def round_times(args, arm: str, out: Path) -> tuple[list[float], list[float]]:
-    """Rounds 2..R: the round times, and the server's time in the outermost strategy's
-    ``aggregate_train`` (plain: FedAvg's; capture: fedleak's checks, capture and store, then FedAvg's)."""
+def round_times(args, arm: str, out: Path) -> tuple[list[float], list[float], float]:
+    """Rounds 2..R: the round times, the server's time in the outermost strategy's ``aggregate_train``
+    (plain: FedAvg's; capture: fedleak's checks, capture and store, then FedAvg's), and the GPUs the
+    run's Ray had (the attack workers' shares come from them: ``runner.num_gpus`` unset)."""
     scenario, stamps, aggregating = round_scenario(args, arm), _Stamps(), []
     app = (plain_fedavg_app(scenario, stamps) if arm == "fedavg"
            else build_server_app(lambda _: (scenario, new_run_dir(out, scenario.name)), stamps))
     with _timed(FedAvg if arm == "fedavg" else AdversarialStrategy, "aggregate_train", aggregating):
         run_simulated(app, scenario)
+    gpus = float(ray.cluster_resources().get("GPU", 0.0)) if ray.is_initialized() else 0.0
     if ray.is_initialized():
         ray.shutdown()
-    return [b - a for a, b in zip(stamps.times, stamps.times[1:])], aggregating[1:]
+    return [b - a for a, b in zip(stamps.times, stamps.times[1:])], aggregating[1:], gpus
 
 
 def round_benchmark(args) -> dict[str, Any]:
@@ -305,29 +304,42 @@ def round_benchmark(args) -> dict[str, Any]:
     arms = args.arms.split(",")
     times: dict[str, list[float]] = {arm: [] for arm in arms}
     aggregating: dict[str, list[float]] = {arm: [] for arm in arms}
+    gpus: dict[str, float] = {}
+    result: dict[str, Any] = {}
     for repeat in range(args.repeats):
         for arm in arms:
-            measured, spent = round_times(args, arm, out)
+            measured, spent, gpus[arm] = round_times(args, arm, out)
             times[arm].extend(measured)
             aggregating[arm].extend(spent)
             print(f"repeat {repeat + 1} {arm:8s}: rounds 2..{args.rounds} "
-                  + " ".join(f"{t:.3f}" for t in measured) + " s", flush=True)
+                  + " ".join(f"{t:.3f}" for t in measured) + f" s (Ray GPUs {gpus[arm]:g})", flush=True)
+        result = _round_summary(args, times, aggregating, gpus, repeat + 1)
+        append_jsonl(args.jsonl, {"part": "round", **result})  # after every repeat: a cut-short run keeps it
+    _print_round_summary(result)
+    return result
+
+
+def _round_summary(args, times: dict[str, list[float]], aggregating: dict[str, list[float]],
+                   gpus: dict[str, float], repeats_done: int) -> dict[str, Any]:
+    """Medians and means of every arm so far, their ratios to plain FedAvg, the server's share."""
     medians = {arm: statistics.median(t) for arm, t in times.items()}
-    means = {arm: statistics.mean(t) for arm, t in times.items()}
-    server = {arm: statistics.median(t) for arm, t in aggregating.items()}
-    for arm in arms:
-        print(f"{arm:8s} median round {medians[arm]:.3f} s (ratio {medians[arm] / medians['fedavg']:.3f})   "
+    return {"times": times, "medians": medians, "means": {arm: statistics.mean(t) for arm, t in times.items()},
+            "aggregate_train": aggregating,
+            "ratios": {arm: medians[arm] / medians["fedavg"] for arm in medians},
+            "aggregate_train_medians": {arm: statistics.median(t) for arm, t in aggregating.items()},
+            "ray_gpus": gpus, "workers": args.workers, "clients": args.clients, "local_steps": args.local_steps,
+            "batch_size": args.batch_size, "repeats_done": repeats_done, "repeats_planned": args.repeats}
+
+
+def _print_round_summary(result: dict[str, Any]) -> None:
+    medians, means, server = result["medians"], result["means"], result["aggregate_train_medians"]
+    for arm in medians:
+        print(f"{arm:8s} median round {medians[arm]:.3f} s (ratio {result['ratios'][arm]:.3f})   "
               f"mean {means[arm]:.3f} s (ratio {means[arm] / means['fedavg']:.3f}) to plain FedAvg")
-    for arm in arms:  # the server's own share of a round: what the adversary adds on the critical path
+    for arm in medians:  # the server's own share of a round: what the adversary adds on the critical path
         extra = server[arm] - server["fedavg"]
         print(f"{arm:8s} aggregate_train median {1000 * server[arm]:.1f} ms/round "
               f"({1000 * extra:+.1f} ms = {extra / medians['fedavg']:+.2%} of a plain round)")
-    result = {"times": times, "medians": medians, "means": means, "aggregate_train": aggregating,
-              "ratios": {arm: medians[arm] / medians["fedavg"] for arm in arms},
-              "aggregate_train_medians": server, "workers": args.workers, "clients": args.clients,
-              "local_steps": args.local_steps, "batch_size": args.batch_size}
-    _append(args.jsonl, {"part": "round", **result})
-    return result
 
 
 def main() -> None:

@@ -41,7 +41,7 @@ from fedleak.data import ImageDataset
 from fedleak.models import ModelSpec
 from fedleak.runners import AttackJob, execute
 
-from mnist_setup import lenet_on_mnist, machine, mnist_parser
+from mnist_setup import append_jsonl, lenet_on_mnist, machine, mnist_parser
 
 BATCH_SIZES = (1, 4, 8, 16, 32, 64)
 ATTACK_NAMES = ("dlg", "idlg", "inverting", "grnn")
@@ -142,9 +142,7 @@ def main() -> None:
         run["init"] = args.init
         runs.append(run)
         print(json.dumps(run), flush=True)
-        if args.jsonl:
-            with args.jsonl.open("a") as out:
-                out.write(json.dumps(run) + "\n")
+        append_jsonl(args.jsonl, run)
 
     for size in [int(b) for b in args.batch_sizes.split(",") if b]:
         for trial, index in enumerate(batches(pool, size, args.trials, offset=size)):

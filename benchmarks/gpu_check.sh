@@ -9,8 +9,8 @@
 #   env  the machine: GPU, driver, Python, torch, flwr, ray (carried wheels installed if needed)
 #   a    the batching, runner, attack-contract and Ray-pool tests with the attacks on the device
 #        (batched = one by one; the caller's model never moved; the pool's workers on GPU shares)
-#   b    attack throughput: DLG and Inverting Gradients at 1, 8, 64, 256 concurrent attacks, batched
-#        against one by one (capped at 16), GPU utilisation and memory sampled
+#   b    attack throughput: DLG and Inverting Gradients at 64, 256, 8, 1 concurrent attacks (the
+#        targets' counts first), batched against one by one (capped at 16), GPU use sampled
 #   c    a round with 2 GPU attack workers: plain FedAvg, capture, capture + dispatch, and full
 #        attacks running beside the rounds
 #   d    paper sizes as far as the time allows: Inverting Gradients on ResNet-18 (CIFAR stem) at
@@ -18,7 +18,7 @@
 #        (500 images, 784-1000-1000-1), GRNN at batch 64
 # Under $OUT: stages.jsonl (one line per stage: status, seconds), a.xml (JUnit), b.jsonl, c.jsonl,
 # d.jsonl (the benchmarks' rows), log.txt (everything printed), gpu_check.json and gpu_check.md.
-# --tiny: every stage on the CPU at toy sizes, in about a minute (tests/test_gpu_check.py).
+# --tiny: every stage on the CPU at toy sizes, in 70-75 s on 2 cores (tests/test_gpu_check.py).
 # The GPU image lacks flwr, ray and more: benchmarks/gpu_prepare.py puts them, as wheels, and
 # the MNIST files in .gpu/, which the device call carries.
 set -uo pipefail
@@ -53,6 +53,7 @@ trap 'rm -rf "$work"' EXIT
 log=$OUT/log.txt
 : > "$log"
 : > "$OUT/stages.jsonl"
+rm -f "$OUT"/{a.xml,b.jsonl,c.jsonl,d.jsonl,gpu_check.json,gpu_check.md}  # a rerun into $OUT reports itself only
 start=$SECONDS
 reserve=15  # seconds kept for the report
 
@@ -80,14 +81,16 @@ fi
 
 left() { echo $((budget - reserve - (SECONDS - start))); }
 
-# stage NAME CAP COMMAND...: run COMMAND for at most CAP seconds and what is left; record the outcome.
+# stage NAME CAP NEED COMMAND...: run COMMAND for at most CAP seconds and what is left, or skip it
+# when that is under NEED (what it cannot do without); record the outcome either way.
 stage() {
-    local name=$1 cap=$2 limit status rc began
-    shift 2
+    local name=$1 cap=$2 need=$3 limit status rc began
+    shift 3
     limit=$(left)
     ((cap < limit)) && limit=$cap
-    if ((limit < 5)); then
-        echo "{\"stage\": \"$name\", \"status\": \"skipped\", \"reason\": \"no time left\"}" >> "$OUT/stages.jsonl"
+    if ((limit < need)); then
+        echo "{\"stage\": \"$name\", \"status\": \"skipped\", \"reason\": \"too little time: $((limit > 0 ? limit : 0)) s of the $need s it needs\"}" \
+            >> "$OUT/stages.jsonl"
         return
     fi
     echo "== stage $name (at most ${limit} s): $*" | tee -a "$log"
@@ -100,7 +103,8 @@ stage() {
     echo "== stage $name: $status after $((SECONDS - began)) s" | tee -a "$log"
 }
 
-$python benchmarks/gpu_check_report.py env --device "$device" --tiny "$tiny" >> "$OUT/stages.jsonl" 2>> "$log"
+timeout 60 $python benchmarks/gpu_check_report.py env --device "$device" --tiny "$tiny" >> "$OUT/stages.jsonl" 2>> "$log" \
+    || echo "{\"stage\": \"env\", \"status\": \"failed\", \"device\": \"$device\", \"tiny\": $((tiny))}" >> "$OUT/stages.jsonl"
 
 mnist=(--data-root "$data_root")
 if ((tiny)); then
@@ -112,30 +116,34 @@ if ((tiny)); then
     caps=(60 60 60)
 else
     tests=(tests/test_batching.py tests/test_runner.py tests/test_attack_contract.py tests/test_ray_runner.py)
-    throughput=(--concurrent 1,8,64,256 --alone-cap 16)
+    throughput=(--concurrent 64,256,8,1 --alone-cap 16)
     round=(--clients 8 --rounds 6 --repeats 2 --arms fedavg,capture,dispatch,busy --local-steps 20 --batch-size 16)
     resnet=(--iterations 24000) kkt=(--n 500 --widths 1000,1000 --train-epochs 200 --threads 16) grnn=(--batch-sizes 64)
     caps=(120 150 120)
 fi
 
-stage a "${caps[0]}" env FEDLEAK_TEST_DEVICE=$device $python -m pytest -q -p no:cacheprovider -p no:warnings \
+stage a "${caps[0]}" 10 env FEDLEAK_TEST_DEVICE=$device $python -m pytest -q -p no:cacheprovider -p no:warnings \
     --junitxml="$OUT/a.xml" "${tests[@]}"
-stage b "${caps[1]}" $python benchmarks/attack_throughput.py attacks --device "$device" "${throughput[@]}" "${mnist[@]}" \
+stage b "${caps[1]}" 10 $python benchmarks/attack_throughput.py attacks --device "$device" "${throughput[@]}" "${mnist[@]}" \
     --jsonl "$OUT/b.jsonl"
-stage c "${caps[2]}" $python benchmarks/attack_throughput.py round --workers 2 "${round[@]}" "${mnist[@]}" \
+stage c "${caps[2]}" 20 $python benchmarks/attack_throughput.py round --workers 2 "${round[@]}" "${mnist[@]}" \
     --out "$work/runs" --jsonl "$OUT/c.jsonl"
 
-# d: of what is left, Inverting Gradients gets ~55 %, KKT ~15 %, GRNN the rest; each attack's own time
-# budget is its share less the set-up (model, data, scoring) that its process needs around it.
+# d: of what is left, Inverting Gradients gets ~55 %, KKT ~15 %, GRNN the rest. Each attack's own time
+# budget is its stage's limit less the set-up its process needs around it (model, data, scoring: ~20 s),
+# and a stage whose share cannot hold that set-up and a little attack is skipped, not started to die.
+setup=20 need=30
 d_left=$(left)
-share() { local s=$((d_left * $1 / 100 - 20)); echo $((s > 5 ? s : 5)); }
-stage d-inverting $((d_left * 55 / 100)) $python benchmarks/resnet_inverting.py "${resnet[@]}" --images 2 --batches 0 \
-    --one-model --device "$device" --time-budget "$(share 55)" --jsonl "$OUT/d.jsonl"
-stage d-kkt $((d_left * 15 / 100)) $python benchmarks/theory_attacks.py kkt "${kkt[@]}" "${mnist[@]}" --device "$device" \
-    --time-budget "$(share 15)" --jsonl "$OUT/d.jsonl"
-stage d-grnn "$(left)" $python benchmarks/attacks_mnist.py --init default --attacks grnn "${grnn[@]}" --trials 1 \
-    --fedavg-steps "" --set "device=$device" --time-budget "$(($(left) - 20 > 5 ? $(left) - 20 : 5))" \
-    "${mnist[@]}" --jsonl "$OUT/d.jsonl"
+budget_of() { echo $(($1 - setup)); }
+inverting=$((d_left * 55 / 100)) kkt_cap=$((d_left * 15 / 100))
+stage d-inverting "$inverting" "$need" $python benchmarks/resnet_inverting.py "${resnet[@]}" --images 2 --batches 0 \
+    --one-model --device "$device" --time-budget "$(budget_of "$inverting")" --jsonl "$OUT/d.jsonl"
+kkt_cap=$(( kkt_cap < $(left) ? kkt_cap : $(left) ))
+stage d-kkt "$kkt_cap" "$need" $python benchmarks/theory_attacks.py kkt "${kkt[@]}" "${mnist[@]}" --device "$device" \
+    --time-budget "$(budget_of "$kkt_cap")" --jsonl "$OUT/d.jsonl"
+grnn_cap=$(left)
+stage d-grnn "$grnn_cap" "$need" $python benchmarks/attacks_mnist.py --init default --attacks grnn "${grnn[@]}" --trials 1 \
+    --fedavg-steps "" --set "device=$device" --time-budget "$(budget_of "$grnn_cap")" "${mnist[@]}" --jsonl "$OUT/d.jsonl"
 
 $python benchmarks/gpu_check_report.py report "$OUT" >> "$log" 2>&1 || echo "gpu_check.sh: the report failed (log.txt)" >&2
 echo "gpu_check.sh: $((SECONDS - start)) s; $OUT/gpu_check.md"

@@ -22,6 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+ATTACKS = ("dlg", "inverting")
+"""The attacks stage b measures; a target of one that has no row is "not measured", never left out."""
 TARGETS = {
     "speedup_64": 10.0, "speedup_256": 30.0, "gpu_util_256": 50.0, "round_ratio": 1.05,
 }
@@ -50,16 +52,25 @@ def environment(device: str, tiny: bool) -> dict[str, Any]:
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    """The JSON lines of ``path`` (none if it is missing); a line cut short by a killed process is skipped."""
+    rows = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            print(f"{path.name}: an unreadable line skipped", file=sys.stderr)
+    return rows
 
 
 def tests(path: Path) -> dict[str, Any] | None:
-    """The JUnit report's counts and each failing test's first line."""
-    if not path.exists():
+    """The JUnit report's counts and each failing test's first line; ``None`` if there is no readable report."""
+    try:
+        root = ElementTree.parse(path).getroot()
+    except (OSError, ElementTree.ParseError):
         return None
-    root = ElementTree.parse(path).getroot()
     suite = root if root.tag == "testsuite" else root.find("testsuite")
-    assert suite is not None
+    if suite is None:
+        return None
     counts = {key: int(suite.get(key, 0)) for key in ("tests", "failures", "errors", "skipped")}
     failing = []
     for case in suite.iter("testcase"):
@@ -72,38 +83,56 @@ def tests(path: Path) -> dict[str, Any] | None:
 
 
 def verdict(value: float | None, target: float, at_most: bool = False) -> str:
+    """``met`` or ``missed`` against ``target`` (a floor, or a ceiling with ``at_most``); ``not measured``."""
     if value is None:
         return "not measured"
     return "met" if (value <= target if at_most else value >= target) else "missed"
 
 
-def summarise(out: Path) -> dict[str, Any]:
-    stages = _lines(out / "stages.jsonl")
-    throughput = [row for row in _lines(out / "b.jsonl") if row.get("part") == "attacks"]
-    rounds = [row for row in _lines(out / "c.jsonl") if row.get("part") == "round"]
-    paper = _lines(out / "d.jsonl")
+def throughput_row(rows: list[dict[str, Any]], attack: str, count: int) -> dict[str, Any] | None:
+    """Stage b's row for ``attack`` at ``count`` concurrent attacks, if it was measured without errors
+    (an attack that failed fast would otherwise read as a high rate)."""
+    row = next((r for r in rows if r["attack"] == attack and r["concurrent"] == count), None)
+    if row is None or row["batched"]["errors"] or row["one_by_one"]["errors"]:
+        return None
+    return row
 
+
+def utilisation(rows: list[dict[str, Any]], count: int) -> float | None:
+    """The lowest mean GPU utilisation over every attack at ``count``; ``None`` unless each was sampled."""
+    found = [throughput_row(rows, attack, count) for attack in ATTACKS]
+    samples = [row["batched"].get("gpu") for row in found if row is not None]
+    if len(samples) < len(ATTACKS) or not all(samples):
+        return None
+    return min(sample["gpu_util_mean"] for sample in samples)
+
+
+def targets(throughput: list[dict[str, Any]], rounds: list[dict[str, Any]]) -> dict[str, str]:
+    """Every target of the check beside its verdict; a figure not measured (or measured with errors) says so."""
     def speedup(attack: str, count: int) -> float | None:
-        return next((r["speedup"] for r in throughput if r["attack"] == attack and r["concurrent"] == count), None)
-
-    def utilisation(count: int) -> float | None:
-        busy = [r["batched"]["gpu"]["gpu_util_mean"] for r in throughput
-                if r["concurrent"] == count and r["batched"].get("gpu")]
-        return min(busy) if busy else None
+        row = throughput_row(throughput, attack, count)
+        return None if row is None else row["speedup"]
 
     ratio = rounds[-1]["ratios"].get("dispatch") if rounds else None
-    attacks = sorted({r["attack"] for r in throughput})
-    targets = {
-        **{f"{a} batched/one-by-one at 64 ≥ 10×": verdict(speedup(a, 64), TARGETS["speedup_64"]) for a in attacks},
-        **{f"{a} batched/one-by-one at 256 ≥ 30×": verdict(speedup(a, 256), TARGETS["speedup_256"]) for a in attacks},
-        "GPU utilisation at 256 ≥ 50 % (lowest attack's mean)": verdict(utilisation(256), TARGETS["gpu_util_256"]),
+    return {
+        **{f"{a} batched/one-by-one at 64 ≥ 10×": verdict(speedup(a, 64), TARGETS["speedup_64"]) for a in ATTACKS},
+        **{f"{a} batched/one-by-one at 256 ≥ 30×": verdict(speedup(a, 256), TARGETS["speedup_256"]) for a in ATTACKS},
+        "GPU utilisation at 256 ≥ 50 % (lowest attack's mean)": verdict(utilisation(throughput, 256),
+                                                                        TARGETS["gpu_util_256"]),
         "capture + dispatch round ≤ 1.05× plain FedAvg": verdict(ratio, TARGETS["round_ratio"], at_most=True),
     }
-    return {"stages": stages, "tests": tests(out / "a.xml"), "throughput": throughput, "round": rounds,
-            "paper_sizes": paper, "targets": targets}
+
+
+def summarise(out: Path) -> dict[str, Any]:
+    """Everything the stages left under ``out``, with the targets judged."""
+    throughput = [row for row in _lines(out / "b.jsonl") if row.get("part") == "attacks"]
+    rounds = [row for row in _lines(out / "c.jsonl") if row.get("part") == "round"]
+    return {"stages": _lines(out / "stages.jsonl"), "tests": tests(out / "a.xml"), "throughput": throughput,
+            "round": rounds, "paper_sizes": _lines(out / "d.jsonl"), "targets": targets(throughput, rounds)}
 
 
 def markdown(summary: dict[str, Any]) -> str:
+    """The report: the machine, each stage's outcome, each stage's figures, the targets."""
     env = next((s for s in summary["stages"] if s["stage"] == "env"), {})
     lines = ["# GPU check", "",
              f"Device `{env.get('device')}`{' (--tiny)' if env.get('tiny') else ''}: GPU {env.get('gpu') or 'none'}"
@@ -123,6 +152,7 @@ def markdown(summary: dict[str, Any]) -> str:
 
 
 def _throughput_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Stage b: attacks per second batched and one by one, success, speedup, GPU use."""
     lines = ["", "## b. Attack throughput, batched against one by one", ""]
     if not rows:
         return lines + ["not measured"]
@@ -140,13 +170,16 @@ def _throughput_table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _round_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Stage c: each arm's round time and its ratio to plain FedAvg (the last row: every repeat done so far)."""
     lines = ["", "## c. Round time with 2 attack workers", ""]
     if not rows:
         return lines + ["not measured"]
     row = rows[-1]
     training = (f"FedAvg, {row['local_steps']} local steps" if row["local_steps"] else "FedSGD") + \
         f" of batch {row['batch_size']}"
-    lines += [f"{row['clients']} clients, {training}, {row['workers']} Ray attack workers", "",
+    lines += [f"{row['clients']} clients, {training}, {row['workers']} Ray attack workers; the run's Ray had "
+              f"{max(row['ray_gpus'].values(), default=0):g} GPU(s) for them to share; "
+              f"{row['repeats_done']} of {row['repeats_planned']} repeats", "",
               "| arm | median round s | mean round s | ratio to plain FedAvg | aggregate_train median ms |",
               "| --- | --- | --- | --- | --- |"]
     for arm, median in row["medians"].items():
@@ -156,6 +189,7 @@ def _round_table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _paper_tables(summary: dict[str, Any]) -> list[str]:
+    """Stage d: one line per paper-size attack, each with how far it got."""
     rows = summary["paper_sizes"]
     lines = ["", "## d. Paper sizes", ""]
     inverting = [r for r in rows if r.get("part") == "resnet_inverting"]
@@ -167,11 +201,14 @@ def _paper_tables(summary: dict[str, Any]) -> list[str]:
                      f"{r['iterations']} of {r['iterations_planned']} iterations in {r['seconds']:.0f} s "
                      f"({r['stacked']} attacks stacked)")
     for r in kkt:
-        schedule_min = 50_000 / max(r["attack_iterations_per_s"], 1e-9) / 60
+        steps, planned = r["extras"]["iterations"], r["extras"]["iterations_planned"]
+        schedule_min = planned / max(r["attack_iterations_per_s"], 1e-9) / 60
         lines.append(f"- KKT, n {r['n']}, MLP {'-'.join(map(str, r['widths']))}, on {r['device']}: "
-                     f"{r['attack_iterations_per_s']} steps/s ({r['extras']['iterations']} steps in "
-                     f"{r['attack_seconds']} s; the paper's 50,000 would take {schedule_min:.0f} min); "
-                     f"paper count SSIM > 0.4: {r['paper_ssim_over_0.4']} of {r['n']}")
+                     f"{r['attack_iterations_per_s']} steps/s ({steps} of {planned} steps in {r['attack_seconds']} s; "
+                     f"the whole schedule would take {schedule_min:.0f} min), the model trained "
+                     f"{r['train_epochs']} epochs to loss {r['train_loss']:.2g}"
+                     + (f"; paper count SSIM > 0.4: {r['paper_ssim_over_0.4']} of {r['n']}" if steps == planned
+                        else "; no reconstruction count: the schedule was cut"))
     for r in grnn:
         lines.append(f"- GRNN, LeNet/MNIST, batch {r['batch']}: {r['recovered']} of {r['batch']} recovered "
                      f"(MSE < 1e-3), PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}, {r['iterations']} iterations in "
@@ -180,6 +217,7 @@ def _paper_tables(summary: dict[str, Any]) -> list[str]:
 
 
 def main() -> None:
+    """``env``: print the machine line; ``report OUT``: write OUT/gpu_check.json and OUT/gpu_check.md."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parts = parser.add_subparsers(dest="part", required=True)
     env = parts.add_parser("env")
@@ -192,9 +230,10 @@ def main() -> None:
         print(json.dumps(environment(args.device, bool(args.tiny))))
         return
     summary = summarise(args.out)
+    report = markdown(summary)
     (args.out / "gpu_check.json").write_text(json.dumps(summary, indent=1))
-    (args.out / "gpu_check.md").write_text(markdown(summary))
-    print(markdown(summary))
+    (args.out / "gpu_check.md").write_text(report)
+    print(report)
     failed = [s["stage"] for s in summary["stages"] if s["status"] != "ok"]
     print(f"stages not ok: {', '.join(failed)}" if failed else "every stage ok", file=sys.stderr)
 

@@ -49,11 +49,13 @@ RAY_LEFT_OUT = ("ray/jars/", "ray/dashboard/client/", "ray/rllib/", "ray/serve/"
 
 
 def canonical(name: str) -> str:
+    """A distribution's name as PEP 503 compares them."""
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def requirement_closure(root: str) -> dict[str, str]:
-    """Every distribution ``root`` needs at run time (extras it asks for included): name → installed version."""
+def requirement_closure(root: str, python: str) -> dict[str, str]:
+    """Every distribution ``root`` needs at run time under Python ``python`` (markers judged for it, the
+    extras it asks for included): name → the version installed here."""
     found: dict[str, set[str]] = {}
     pending = [(root, frozenset[str]())]
     while pending:
@@ -69,12 +71,14 @@ def requirement_closure(root: str) -> dict[str, str]:
         for line in dist.requires or []:
             requirement = Requirement(line)
             wanted = {""} | set(extras)
-            if requirement.marker is None or any(requirement.marker.evaluate({"extra": e}) for e in wanted):
+            if requirement.marker is None or any(requirement.marker.evaluate(
+                    {"extra": e, "python_version": python, "python_full_version": f"{python}.0"}) for e in wanted):
                 pending.append((requirement.name, frozenset(requirement.extras)))
     return {key: distribution(key).version for key in sorted(found)}
 
 
 def missing_on_image(needed: dict[str, str]) -> dict[str, str]:
+    """What of ``needed`` must travel: what the image lacks, and :data:`ALWAYS`; never :data:`NEVER` or CUDA's own."""
     lines = (line.strip() for line in IMAGE_PACKAGES.read_text().splitlines())
     have = {canonical(line) for line in lines if line and not line.startswith("#")}
     return {name: version for name, version in needed.items()
@@ -82,6 +86,7 @@ def missing_on_image(needed: dict[str, str]) -> dict[str, str]:
 
 
 def download(packages: dict[str, str], folder: Path, python: str) -> None:
+    """``packages`` as CPython ``python`` manylinux x86-64 wheels into ``folder``, without their dependencies."""
     platforms = [option for platform in PLATFORMS for option in ("--platform", platform)]
     subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
                     "--python-version", python, "--implementation", "cp", *platforms, "--dest", str(folder),
@@ -104,6 +109,7 @@ def slimmed_ray(wheel: Path) -> None:
 
 
 def main() -> None:
+    """Gather the wheels and the MNIST files into ``--dest``; say what and how much."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dest", type=Path, default=HERE.parent / ".gpu")
     parser.add_argument("--mnist", type=Path, default=MNIST_ROOT)
@@ -112,7 +118,7 @@ def main() -> None:
     wheels = args.dest / "wheels"
     shutil.rmtree(wheels, ignore_errors=True)
     wheels.mkdir(parents=True)
-    packages = missing_on_image(requirement_closure("fedleak"))
+    packages = missing_on_image(requirement_closure("fedleak", args.python))
     print(f"{len(packages)} distributions the GPU image lacks: "
           + ", ".join(f"{name} {version}" for name, version in packages.items()), flush=True)
     download(packages, wheels, args.python)

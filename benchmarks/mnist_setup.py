@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -30,6 +31,14 @@ def machine() -> str:
     """The line each benchmark prints first: CPU, torch build, threads."""
     return (f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads")
+
+
+def append_jsonl(path: Path | None, row: dict[str, Any]) -> None:
+    """Append ``row`` to ``path`` as one JSON line, at once (a run cut short keeps what it measured);
+    nothing without a path."""
+    if path is not None:
+        with path.open("a") as sink:
+            sink.write(json.dumps(row, default=str) + "\n")
 
 
 def load_mnist(data_root: Path) -> DatasetSplits:

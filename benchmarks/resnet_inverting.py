@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ from fedleak.data import ImageDataset
 from fedleak.models import MODELS, ModelSpec
 from fedleak.runners import AttackJob, execute_batch
 
-from mnist_setup import machine
+from mnist_setup import append_jsonl, machine
 
 MODEL = "torchvision:resnet18"
 SHRINK = 4
@@ -138,9 +137,7 @@ def main() -> None:
             print(f"{name}: PSNR {r['psnr']:6.2f} dB  SSIM {r['ssim']:.3f}  (mean image {r['mean_image_psnr']:.2f} dB, "
                   f"{r['mean_image_ssim']:.3f})  loss {r['final_loss']:.4f}  {r['iterations']} of "
                   f"{r['iterations_planned']} iterations  {r['seconds']:.0f} s", flush=True)
-            if args.jsonl:
-                with args.jsonl.open("a") as sink:
-                    sink.write(json.dumps({"part": "resnet_inverting", "device": args.device, **r}) + "\n")
+            append_jsonl(args.jsonl, {"part": "resnet_inverting", "device": args.device, **r})
         print(f"== {name}: mean PSNR {statistics.mean(r['psnr'] for r in results):.2f} dB, mean SSIM "
               f"{statistics.mean(r['ssim'] for r in results):.3f}, "
               f"{statistics.mean(r['seconds'] for r in runs[0]):.0f} s per run", flush=True)

@@ -43,7 +43,7 @@ from fedleak.data import ImageDataset
 from fedleak.models import ImageClassifier
 from fedleak.models.mlp import MLP, MLPConfig
 
-from mnist_setup import MNIST_ROOT, load_mnist
+from mnist_setup import MNIST_ROOT, append_jsonl, load_mnist
 
 
 def odd_even(pool: ImageDataset, n: int) -> torch.Tensor:
@@ -119,11 +119,8 @@ def run(args: argparse.Namespace) -> None:
         "hungarian_ssim_over_0.4": int((matched.ssim > 0.4).sum()),
         "extras": recon.extras, "threads": args.threads, "machine": platform.processor() or platform.machine(),
     }
-    line = json.dumps(result)
-    print(line, flush=True)
-    if args.jsonl:
-        with open(args.jsonl, "a") as out:
-            out.write(line + "\n")
+    print(json.dumps(result), flush=True)
+    append_jsonl(args.jsonl, result)
 
 
 def _parse(item: str) -> tuple[str, Any]:

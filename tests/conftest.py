@@ -8,12 +8,14 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from fedleak.adversary import Adversary
 from fedleak.attacks import ATTACKS
+from fedleak.attacks.devices import ieee_float32
 from fedleak.client.training import offline_update
 from fedleak.core.updates import ClientUpdate
 from fedleak.data import build_plan, load_dataset
@@ -35,7 +37,7 @@ TEST_DEVICE = os.environ.get("FEDLEAK_TEST_DEVICE", "cpu")
 """Where the attack tests compute: the CPU, or ``cuda`` (benchmarks/gpu_check.sh's first stage)."""
 
 
-def on_test_device(attack: str, **options) -> dict:
+def on_test_device(attack: str, **options: Any) -> dict[str, Any]:
     """``options`` of ``attack`` with ``device`` set to :data:`TEST_DEVICE` where the attack has one."""
     device = {"device": TEST_DEVICE} if "device" in ATTACKS.get(attack).Config.model_fields else {}
     return {**options, **device}
@@ -60,6 +62,13 @@ def fedsgd_update(scenario: Scenario, partition_id: int = 0, server_round: int =
 @pytest.fixture(autouse=True)
 def _few_threads():
     torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _attack_arithmetic():
+    """Tests that call an attack directly compute as the runners do: IEEE float32 (it matters on a GPU)."""
+    with ieee_float32():
+        yield
 
 
 @pytest.fixture

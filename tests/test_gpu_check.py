@@ -79,7 +79,7 @@ def test_bad_arguments_get_one_line_and_exit_2(tmp_path, args, message):
 
 
 def test_the_wheels_carried_are_what_fedleak_needs_and_the_image_lacks():
-    needed = gpu_prepare.requirement_closure("fedleak")
+    needed = gpu_prepare.requirement_closure("fedleak", "3.12")
     assert {"flwr", "ray", "pydantic", "opacus", "torch", "numpy"} <= set(needed)
     carried = gpu_prepare.missing_on_image(needed)
     assert {"flwr", "ray", "pydantic", "pydantic-core", "opacus", "protobuf"} <= set(carried)

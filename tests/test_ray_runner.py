@@ -8,11 +8,12 @@ import time
 
 import pytest
 import ray
+import torch
 from ray import cloudpickle
 
 from fedleak.adversary import Adversary
 from fedleak.adversary.evaluation import Evaluator
-from fedleak.attacks import ATTACKS, Attack
+from fedleak.attacks import ATTACKS, Attack, Reconstruction
 from fedleak.data import build_plan, load_dataset
 from fedleak.federation import simulate
 from fedleak.results.store import ResultStore, new_run_dir
@@ -93,6 +94,20 @@ def test_the_pool_gives_the_inline_scores_and_isolates_crashes_timeouts_and_dead
         assert pooled[(partition, "test-sleep")]["error"].startswith("timed out")
         assert pooled[(partition, "test-sleep")]["seconds"] < 10  # killed, not slept through
     assert len(pooled) == 8
+
+
+@ATTACKS.register("test-visible-gpus")
+class _VisibleGpus(Attack):
+    """Reconstructs noise; its extras say how many GPUs its process sees."""
+
+    def run(self, update, model, budget):
+        return Reconstruction(torch.rand(1, *model.image_shape), None, 0.0, {"gpus": torch.cuda.device_count()})
+
+
+def test_each_worker_sees_the_gpu_share_it_reserved_and_none_without_one(tmp_path, local_ray):
+    gpus = ray.cluster_resources().get("GPU", 0.0)  # on a GPU machine (benchmarks/gpu_check.sh): split over 2
+    rows = _attack_all(tmp_path, RayPool(RayRunnerConfig(workers=2)), [{"name": "test-visible-gpus"}])
+    assert {json.loads(row["extras"])["gpus"] for row in rows.values()} == ({1} if gpus else {0})
 
 
 def test_submit_returns_at_once_and_a_full_queue_applies_its_policy(tmp_path, local_ray):

@@ -9,8 +9,9 @@ On a GPU, PyTorch lets cuDNN convolutions use TF32 (10 mantissa bits, a relative
 of about 1e-3) by default. Gradient matching drives the distance between two gradients
 towards zero, and DLG counts an image recovered at MSE < 1e-3: rounding of that size
 in every convolution would put a floor under the objective that the CPU does not have,
-and an audit run on a GPU would report less leakage than the same audit on a CPU.
-:func:`ieee_float32` therefore runs attacks in IEEE float32 on every backend.
+and an audit run on a GPU would report less leakage than the same audit on a CPU. The
+runners therefore run every attack inside :func:`ieee_float32` (``runners.execute_batch``);
+code that calls an attack directly wraps the call itself.
 """
 
 from __future__ import annotations
