@@ -61,10 +61,16 @@ def test_analytic_isolates_samples_of_a_batch():
     assert int((scores.mse < 1e-6).sum()) >= 2
 
 
-def test_attacks_refuse_models_and_batches_they_do_not_fit():
-    update, spec = fedsgd_update(tiny_scenario())
-    with pytest.raises(AttackNotApplicable, match="first fully-connected layer"):
-        _attack("analytic", update, spec)
+@pytest.mark.parametrize(("name", "table", "refusal"), [
+    ("analytic", {}, "first fully-connected layer"),  # the default LeNet starts with a convolution
+    ("linear", {"model": {"name": "mlp", "widths": [16]}, "training": {"batch_size": 2}}, "a single training image"),
+    ("kkt", {"model": {"name": "torchvision:resnet18", "small_input": True}, "training": {"batch_size": 2}},
+     "BatchNorm trains on batch statistics"),
+])
+def test_attacks_refuse_models_and_batches_they_do_not_fit(name, table, refusal):
+    update, spec = fedsgd_update(tiny_scenario(**table))
+    with pytest.raises(AttackNotApplicable, match=refusal):
+        _attack(name, update, spec)
 
 
 @pytest.mark.parametrize("name", ["dlg", "inverting", "grnn"])

@@ -186,3 +186,44 @@ def test_secagg_parameters_are_checked_as_flower_checks_them(num_shares, thresho
     except ValidationError:
         ours_accepts = False
     assert ours_accepts == flower_accepts
+
+
+class _Centred(torch.nn.Linear):
+    """A linear layer that subtracts a stored centre: trainable, with a buffer, and no BatchNorm."""
+
+    def __init__(self) -> None:
+        super().__init__(64, 10)
+        self.register_buffer("centre", torch.zeros(64))
+
+    def forward(self, x):
+        return super().forward(x - self.centre)
+
+
+def test_dp_sgd_refuses_before_the_run_every_layer_opacus_refuses_when_training():
+    dp_sgd = DEFENSES.get("dp-sgd")(DEFENSES.get("dp-sgd").Config())
+    dp_sgd.check_model(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)))  # nothing to refuse
+    centred = torch.nn.Sequential(torch.nn.Flatten(), _Centred())
+    with pytest.raises(ValueError, match=r"^Opacus cannot train 1 layer\(s\) of this model .*, the first 1 \(_Centred\);"):
+        dp_sgd.check_model(centred)
+    from opacus import GradSampleModule
+
+    with pytest.raises(NotImplementedError, match="trainable layer with buffers"):  # what a client's round would meet
+        GradSampleModule(centred)
+
+
+def test_numpys_global_generator_is_seeded_only_for_central_dp_and_given_back_after_each_round():
+    from fedleak.federation.strategy import seeded_global_numpy
+
+    assert tiny_scenario(defenses=[{"name": "central-dp"}]).defense_pipeline().draws_global_numpy
+    assert not tiny_scenario(defenses=[{"name": "local-dp", "std": 0.1}, {"name": "int8"}]).defense_pipeline().draws_global_numpy
+    np.random.seed(7)
+    expected_next = np.random.rand()
+    np.random.seed(7)
+    with seeded_global_numpy(3, 2):  # the scenario's seed 3, round 2: the wrapper's noise is the scenario's
+        drawn = np.random.rand(4)
+    assert np.random.rand() == expected_next  # the process's own stream goes on where it was
+    np.random.seed((3 * 1_000_003 + 2) % 2**32)
+    assert np.array_equal(drawn, np.random.rand(4))
+    np.random.seed(7)
+    with seeded_global_numpy(None, 2):  # no central DP: untouched
+        assert np.random.rand() == expected_next

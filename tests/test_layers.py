@@ -2,11 +2,14 @@
 and only the Flower glue imports Flower when it is imported."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fedleak"
+ROOT = "fedleak"
+"""The package itself (``fedleak/__init__.py``'s public API, ``__main__``): the top layer."""
 LAYERS = [
     {"core"},
     {"data", "models", "results", "deploy"},
@@ -17,19 +20,38 @@ LAYERS = [
     {"federation"},
     {"sweep"},
     {"cli"},
+    {ROOT},
 ]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
 
 
 def _part(module: str) -> str | None:
-    """The layer folder of a ``fedleak.…`` module name (``None``: the package itself)."""
+    """The layer of a module name: its folder under fedleak, :data:`ROOT` for the package itself,
+    ``None`` outside fedleak."""
     parts = module.split(".")
-    return parts[1] if parts[0] == "fedleak" and len(parts) > 1 else None
+    if parts[0] != "fedleak":
+        return None
+    return parts[1] if len(parts) > 1 else ROOT
 
 
-def _imports(tree: ast.Module) -> list[tuple[str, bool]]:
-    """Every imported module with whether the import runs when the module is imported
-    (not inside a function or an ``if TYPE_CHECKING:`` block)."""
+def _layer_of(path: Path) -> str:
+    """The layer a source file is in: its folder, ``cli``, or the package root's own files."""
+    first = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+    return first if first in LEVEL and first != ROOT else ROOT
+
+
+def _absolute(path: Path, node: ast.ImportFrom) -> str:
+    """The module a (maybe relative) ``from … import`` names, as an absolute name."""
+    if not node.level:
+        return node.module or ""
+    package = ["fedleak", *path.relative_to(PACKAGE).parent.parts]
+    base = package[: len(package) - node.level + 1]
+    return ".".join([*base, *([node.module] if node.module else [])])
+
+
+def _imports(path: Path) -> list[tuple[str, bool]]:
+    """Every module ``path`` imports (relative imports made absolute), with whether the import runs
+    when the module is imported (not inside a function or an ``if TYPE_CHECKING:`` block)."""
     found = []
 
     def visit(node: ast.AST, at_import: bool) -> None:
@@ -38,23 +60,38 @@ def _imports(tree: ast.Module) -> list[tuple[str, bool]]:
                 isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test))
             if isinstance(child, ast.Import):
                 found.extend((alias.name, runs) for alias in child.names)
-            elif isinstance(child, ast.ImportFrom) and child.module and not child.level:
-                found.append((child.module, runs))
+            elif isinstance(child, ast.ImportFrom):
+                found.append((_absolute(path, child), runs))
             visit(child, runs)
 
-    visit(tree, True)
+    visit(ast.parse(path.read_text(encoding="utf-8")), True)
     return found
 
 
-MODULES = sorted(path for path in PACKAGE.rglob("*.py") if path.parent != PACKAGE or path.stem == "cli")
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+def test_every_module_of_the_package_is_checked_the_root_included():
+    names = {str(path.relative_to(PACKAGE)) for path in MODULES}
+    assert {"__init__.py", "__main__.py", "cli.py", "core/fingerprint.py"} <= names
+    assert _layer_of(PACKAGE / "__init__.py") == _layer_of(PACKAGE / "__main__.py") == ROOT
+    assert _part("fedleak") == ROOT and _part("fedleak.core.errors") == "core" and _part("flwr.app") is None
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda path: str(path.relative_to(PACKAGE)))
 def test_a_module_imports_only_its_layer_and_those_below(path):
-    own = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
-    for module, runs in _imports(ast.parse(path.read_text(encoding="utf-8"))):
+    own = _layer_of(path)
+    for module, runs in _imports(path):
         target = _part(module)
         if target is not None:
             assert LEVEL[target] <= LEVEL[own], f"{own} imports {module} from a layer above"
         if module.split(".")[0] == "flwr" and runs:
             assert own == "federation", f"{own} imports Flower at import time ({module})"
+
+
+def test_the_architecture_page_lists_the_folders_in_their_layers_order():
+    page = (PACKAGE.parent / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    table = page[page.index("| layer | path | what |"):].split("\n\n")[0]
+    listed = [_layer_of(PACKAGE / path) for path in re.findall(r"^\|[^|]*\| `fedleak/([\w./]+?)/?` ", table, re.M)]
+    assert sorted(set(listed)) == sorted(LEVEL)  # every layer, each module folder named
+    assert [LEVEL[name] for name in listed] == sorted(LEVEL[name] for name in listed), listed

@@ -149,8 +149,8 @@ def test_preflight_runs_the_model_as_clients_train_it():
 def test_dp_sgd_with_batch_norm_is_rejected_up_front():
     scenario = _colour_scenario(defenses=[{"name": "dp-sgd"}])
     with pytest.raises(FedleakError, match=r"^defenses\[0\] \(dp-sgd\) with model torchvision:resnet18 on 3×32×32 "
-                                           r"images: Opacus cannot train BatchNorm layers \(20 in this model, the "
-                                           r"first bn1\)") as error:
+                                           r"images: Opacus cannot train 20 layer\(s\) of this model \(its "
+                                           r"per-sample-gradient validation\), the first bn1 \(BatchNorm2d\)") as error:
         check_runnable(scenario)
     assert "\n" not in str(error.value)
 

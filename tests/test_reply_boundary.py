@@ -190,3 +190,16 @@ def test_a_round_without_an_accepted_reply_fails_the_run(federation):
                                         r"client error: boom\)"):
         federation.round([Error(code=0, reason="boom"), _with_metrics(federation, lr=1.0)])
     assert sorted(r["status"] for r in federation.rows()) == ["failed", "rejected"]
+
+
+def test_record_keys_are_the_strategys_own_unless_given():
+    from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
+
+    from fedleak.federation.records import RecordKeys
+
+    own = FedAvg(weighted_by_key="n", arrayrecord_key="w", configrecord_key="c")
+    assert RecordKeys.of(own) == RecordKeys(arrays="w", config="c", weighted_by="n")
+    wrapped = DifferentialPrivacyServerSideFixedClipping(own, noise_multiplier=1.0, clipping_norm=1.0,
+                                                         num_sampled_clients=2)
+    assert RecordKeys.of(wrapped) == RecordKeys()  # a wrapper does not say what the strategy inside uses
+    assert RecordKeys.of(wrapped, weighted_by="n", arrays="w") == RecordKeys(arrays="w", weighted_by="n")

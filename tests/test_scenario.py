@@ -4,13 +4,18 @@ import pytest
 
 from fedleak.core.errors import FedleakError
 from fedleak.scenario import load_scenario, parse_scenario
+from fedleak.scenario.preflight import check_runnable
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_shipped_scenarios_validate():
-    for path in (ROOT / "scenarios").glob("*.toml"):
-        assert load_scenario(path).name
+def test_shipped_scenarios_validate_and_pass_the_preflight():
+    paths = sorted((ROOT / "scenarios").glob("*.toml"))
+    assert ROOT / "scenarios" / "quickstart.toml" in paths and len(paths) >= 7
+    for path in paths:
+        scenario = load_scenario(path)
+        assert scenario.name == path.stem
+        check_runnable(scenario)  # data, model, shards: what `fedleak run` checks before it starts
 
 
 def test_override_sets_nested_values_and_lists():

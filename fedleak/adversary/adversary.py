@@ -207,8 +207,7 @@ class Adversary:
         queued, running or cancelled when the run stopped) is carried over to the next
         submission, re-run from the stored capture. Returns how many attacks are carried over."""
         rows = self.replay_ledger()
-        done = {(r["round"], r["node_id"], r["attack"])
-                for r in self.store.query("SELECT round, node_id, attack FROM attack_results WHERE variant IS NULL")}
+        done = self.store.attacked()
         for server_round in sorted({row["round"] for row in rows}):
             kept = {str(u.node_id): u for kind in ("", "aggregate") for u in self.captures.read(server_round, kind)}
             for row in (r for r in rows if r["round"] == server_round):
@@ -218,8 +217,7 @@ class Adversary:
     def replay_ledger(self) -> list[dict[str, Any]]:
         """Replay the stored accepted updates into the privacy ledger and the ε of each attacked
         update, as they were when observed; returns their rows in the order they were stored."""
-        rows = self.store.query("SELECT round, node_id, partition_id, aggregate_of, local_steps, batch_size, epsilon, "
-                                "model_epsilon FROM updates WHERE status = 'accepted' ORDER BY round, rowid")
+        rows = self.store.accepted_participations()
         for row in rows:
             partitions = tuple(json.loads(row["aggregate_of"])) if row["aggregate_of"] else (row["partition_id"],)
             if not row["aggregate_of"]:

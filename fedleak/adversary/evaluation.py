@@ -77,7 +77,7 @@ class Evaluator(GroundTruth):
 
     def planned(self, partitions: tuple[int, ...]) -> bool:
         """Whether the plan holds these partitions (a stock client in fedleak's run is numbered
-        after them: :class:`~fedleak.federation.server.ServerReplies`; its data is unknown)."""
+        after them: :class:`~fedleak.federation.replies.ServerReplies`; its data is unknown)."""
         return all(0 <= p < self.plan.num_clients for p in partitions)
 
     def samples(self, update: ClientUpdate) -> ImageDataset | None:

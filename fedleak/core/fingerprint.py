@@ -15,13 +15,14 @@ import hashlib
 from importlib import metadata
 from pathlib import Path
 
-import fedleak
+PACKAGE = Path(__file__).resolve().parents[1]
+"""The fedleak package's folder (this module is ``fedleak/core/fingerprint.py``)."""
 
 
 @functools.lru_cache(maxsize=1)
 def code_fingerprint() -> str:
     """``<version>+<12 hex of SHA-256 over the package's .py files, by relative path>``."""
-    root = Path(fedleak.__file__).resolve().parent
+    root = PACKAGE
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")

@@ -72,6 +72,9 @@ class Defense:
     """True when Flower runs this defense only on the legacy strategy/NumPyClient path."""
     encoding: ClassVar[str | None] = None
     """The wire encoding this stage produces (quantizers), or ``None``."""
+    draws_global_numpy: ClassVar[bool] = False
+    """True when its strategy wrapper draws from NumPy's global generator (Flower's DP wrappers do):
+    the server then seeds that generator for each round's aggregation, and restores it after."""
 
     def __init__(self, config: Strict) -> None:
         self.config = config
@@ -144,6 +147,10 @@ class DefensePipeline:
     @property
     def legacy_path(self) -> bool:
         return any(stage.legacy_path for stage in self.stages)
+
+    @property
+    def draws_global_numpy(self) -> bool:
+        return any(stage.draws_global_numpy for stage in self.stages)
 
     @property
     def encoding(self) -> str | None:

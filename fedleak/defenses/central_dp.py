@@ -39,6 +39,7 @@ class CentralDPConfig(Strict):
 class CentralDP(Defense):
     Config = CentralDPConfig
     config: CentralDPConfig
+    draws_global_numpy = True  # Flower's wrappers add np.random.normal noise
 
     def client_mods(self) -> list[Mod]:
         from flwr.clientapp.mod import fixedclipping_mod

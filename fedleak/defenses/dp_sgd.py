@@ -10,6 +10,7 @@ Opacus with ``poisson_sampling=False`` the reported ε is the customary estimate
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import torch
@@ -17,6 +18,7 @@ from pydantic import Field
 from torch import nn
 
 from fedleak.core.config import Strict
+from fedleak.core.errors import first_line
 from fedleak.defenses.base import DEFENSES, Defense, LocalRound, PrivacyEvent, TrainingWrapper
 
 # Opacus' per-sample hooks fire on module outputs because images do not require grad;
@@ -47,13 +49,24 @@ class DPSGD(Defense):
         return wrap
 
     def check_model(self, model: nn.Module) -> None:
-        """Opacus computes per-sample gradients; BatchNorm mixes the samples of a batch, so
-        Opacus refuses it (its ``ModuleValidator``), and so does fedleak, before the run."""
-        layers = [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if layers:
-            raise ValueError(f"Opacus cannot train BatchNorm layers ({len(layers)} in this model, the first "
-                             f"{layers[0]}); choose a model without BatchNorm")
+        """Opacus computes per-sample gradients, and when a client wraps its model for that
+        (``GradSampleModule``, strict) it refuses every layer it cannot serve — any trainable layer
+        with buffers, BatchNorm among them, whose buffers would mix the samples of a batch. The same
+        validation of Opacus runs here, before the run, instead of failing its first round."""
+        from opacus import GradSampleModule
+
+        errors = GradSampleModule.validate(model, strict=False)
+        if errors:
+            raise ValueError(f"Opacus cannot train {len(errors)} layer(s) of this model (its per-sample-gradient "
+                             f"validation), the first {_layer_named_in(errors[0])}; choose a model without "
+                             f"BatchNorm or other trainable layers with buffers")
 
     def privacy_events(self, local_round: LocalRound) -> list[PrivacyEvent]:
         rate = min(1.0, local_round.batch_size / local_round.shard_size)
         return [PrivacyEvent(self.config.noise_multiplier, rate, local_round.local_steps)]
+
+
+def _layer_named_in(error: Exception) -> str:
+    """``name (Class)`` of the layer an Opacus validation error describes as ``(name:Class(...))``; else its text."""
+    found = re.search(r"\(([\w.]+):(\w+)\(", str(error))
+    return f"{found[1]} ({found[2]})" if found else first_line(error)

@@ -41,10 +41,10 @@ def partition_of(context: Context, scenario: Scenario) -> int:
 
 def train(message: Message, context: Context, scenario: Scenario) -> Message:
     """The Message API train handler: one :func:`local_round`."""
-    config = message.content.config_records["config"]
+    config = message.content.config_records[records.KEYS.config]
     reply = local_round(scenario, partition_of(context, scenario), int(records.scalar(config, "server-round")),
                         records.training_from_record(config, scenario.training),
-                        message.content.array_records["arrays"].to_torch_state_dict())
+                        message.content.array_records[records.KEYS.arrays].to_torch_state_dict())
     content = records.reply_content(reply.arrays, reply.encoding, reply.metrics)
     return Message(content=content, reply_to=message)
 
@@ -52,9 +52,9 @@ def train(message: Message, context: Context, scenario: Scenario) -> Message:
 def evaluate(message: Message, context: Context, scenario: Scenario) -> Message:
     """The Message API evaluate handler: the received model on this client's shard (fedleak's
     own server evaluates centrally and sends none; a stock server's FedAvg does)."""
-    sent = message.content.array_records["arrays"].to_torch_state_dict()
+    sent = message.content.array_records[records.KEYS.arrays].to_torch_state_dict()
     metrics = local_evaluation(scenario, partition_of(context, scenario), sent)
-    return Message(content=RecordDict({"metrics": MetricRecord({**metrics})}), reply_to=message)
+    return Message(content=RecordDict({records.KEYS.metrics: MetricRecord({**metrics})}), reply_to=message)
 
 
 class LegacyClient(NumPyClient):

@@ -55,7 +55,7 @@ class LegacyCapture:
         self.run = run
         self.names = names
         self.sent: Weights = {}
-        self.checker = ReplyChecker(run.run_id, run.scenario.training, run.evaluator.plan)
+        self.checker = ReplyChecker(run.run_id, run.scenario.training, run.plan)
 
     def weights(self, arrays: list[np.ndarray]) -> Weights:
         return {k: torch.from_numpy(np.asarray(a, dtype=np.float32)) for k, a in zip(self.names, arrays, strict=True)}
@@ -76,8 +76,8 @@ class LegacyCapture:
             else:
                 proxy, result = failure
                 node_id, message = int(proxy.cid), first_line(result.status.message)
-            self.run.store.record_rejection(RejectedReply(self.run.run_id, server_round, node_id, None, "failed",
-                                                          f"client error: {message}"))
+            self.run.adversary.store.record_rejection(
+                RejectedReply(self.run.run_id, server_round, node_id, None, "failed", f"client error: {message}"))
 
     def aggregate(self, server_round: int, aggregate: list[np.ndarray],
                   results: list[tuple[ClientProxy, FitRes]]) -> None:
@@ -89,7 +89,7 @@ class LegacyCapture:
                 partition_id = self.checker.partition_id(res.metrics)
                 self.checker.metadata(res.metrics, partition_id, server_round)
         except InvalidReply as problem:
-            self.run.store.record_rejection(RejectedReply(
+            self.run.adversary.store.record_rejection(RejectedReply(
                 self.run.run_id, server_round, -1, None, "rejected",
                 f"the unmasked aggregate of {len(results)} replies is not attacked: a contributor's {problem}"))
             return

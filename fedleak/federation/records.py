@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,37 @@ def scalar(record: Mapping[str, Any], key: str) -> float:
     return float(value)
 
 
+@dataclass(frozen=True)
+class RecordKeys:
+    """Where a message keeps what fedleak reads: the names of its records, and the metric replies
+    are weighted by. The defaults are Flower's FedAvg's (its ``arrayrecord_key``,
+    ``configrecord_key`` and ``weighted_by_key``), which fedleak's own clients and server use."""
+
+    arrays: str = "arrays"
+    config: str = "config"
+    metrics: str = "metrics"
+    weighted_by: str = "num-examples"
+
+    @classmethod
+    def of(cls, strategy: object, arrays: str | None = None, config: str | None = None,
+           weighted_by: str | None = None) -> RecordKeys:
+        """The keys a strategy uses: each given one, else the strategy's own attribute (FedAvg and its
+        subclasses have them; a wrapper such as Flower's DP ones does not), else Flower's default."""
+        default = cls()
+
+        def chosen(given: str | None, attribute: str, fallback: str) -> str:
+            found = getattr(strategy, attribute, None)
+            return given or (found if isinstance(found, str) else fallback)
+
+        return cls(chosen(arrays, "arrayrecord_key", default.arrays),
+                   chosen(config, "configrecord_key", default.config), default.metrics,
+                   chosen(weighted_by, "weighted_by_key", default.weighted_by))
+
+
+KEYS = RecordKeys()
+"""The keys of fedleak's own messages, both ways."""
+
+
 def parameter_names(scenario: Scenario) -> list[str]:
     """The model's parameter names, in the order the legacy path sends them."""
     return list(scenario.model_spec(load_dataset(scenario.dataset)).build(seed=0).state_dict())
@@ -71,8 +103,8 @@ def reply_content(arrays: dict[str, np.ndarray], encoding: str | None,
     """A training reply: the wire arrays, their encoding (if any) and the metadata."""
     content = RecordDict({
         # np.require keeps a 0-d array 0-d (BatchNorm's num_batches_tracked); ascontiguousarray makes it 1-d
-        "arrays": ArrayRecord(array_dict={k: Array(np.require(a, requirements="C")) for k, a in arrays.items()}),
-        "metrics": MetricRecord({**metrics}),
+        KEYS.arrays: ArrayRecord(array_dict={k: Array(np.require(a, requirements="C")) for k, a in arrays.items()}),
+        KEYS.metrics: MetricRecord({**metrics}),
     })
     if encoding is not None:
         content[wire.WIRE] = ConfigRecord({wire.ENCODING: encoding})
@@ -82,7 +114,7 @@ def reply_content(arrays: dict[str, np.ndarray], encoding: str | None,
 def received_weights(content: RecordDict, sent: Weights) -> Weights:
     """The weights a reply stands for: decoded by the quantizer it names, if any (then in the
     sent model's dtypes: the encoding carries Δ, an integer buffer's too, as floats)."""
-    arrays = {k: a.numpy() for k, a in content.array_records["arrays"].items()}
+    arrays = {k: a.numpy() for k, a in content.array_records[KEYS.arrays].items()}
     if wire.WIRE not in content:
         return {k: torch.from_numpy(np.array(a)) for k, a in arrays.items()}
     delta = DEFENSES.get(str(content[wire.WIRE][wire.ENCODING])).decode(arrays)

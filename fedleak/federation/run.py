@@ -14,21 +14,19 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedleak.adversary import Adversary
+from fedleak.adversary.adversary import Adversary
+from fedleak.adversary.assembly import open_adversary
 from fedleak.adversary.audit import stored_audit
-from fedleak.adversary.evaluation import Evaluator
 from fedleak.adversary.progress import Progress
 from fedleak.client.training import evaluate
 from fedleak.core.digests import weights_digest
 from fedleak.core.stopping import STOP
 from fedleak.core.timing import PHASES
 from fedleak.core.updates import Weights
-from fedleak.data import ImageDataset, build_plan, load_dataset
-from fedleak.models import ModelSpec
+from fedleak.data import DataPlan, ImageDataset, build_plan, load_dataset
 from fedleak.results.checkpoint import read_checkpoint, write_checkpoint
 from fedleak.results.lock import DirectoryLock
 from fedleak.results.store import ResultStore
-from fedleak.runners import RUNNERS, AttackRunner
 from fedleak.scenario import Scenario
 
 _log = logging.getLogger(__name__)
@@ -56,16 +54,14 @@ def end_run(adversary: Adversary, lock: DirectoryLock, run_id: str, status: str,
 
 @dataclass
 class ServerRun:
-    """One run's server side: what it stores, who attacks, how utility is measured."""
+    """One run's server side: its adversary (which holds the store, the runner and the attacks'
+    model of the client), the data plan replies are checked against, how utility is measured."""
 
     scenario: Scenario
     run_dir: Path
-    spec: ModelSpec
-    store: ResultStore
-    runner: AttackRunner
     adversary: Adversary
-    evaluator: Evaluator
-    """The data plan's ground truth (the adversary scores against it; the server checks replies with its plan)."""
+    plan: DataPlan
+    """The data plan: what each client's reply must declare (the adversary scores against the same plan)."""
     test: ImageDataset
     progress: Progress
     lock: DirectoryLock
@@ -103,9 +99,8 @@ class ServerRun:
               resume: bool) -> ServerRun:
         splits = load_dataset(scenario.dataset)
         plan = build_plan(scenario.seed, scenario.dataset, scenario.partition)
-        spec = scenario.model_spec(splits)
         store, run_id = ResultStore(run_dir), run_dir.name
-        initial = spec.build(seed=scenario.seed)
+        initial = scenario.model_spec(splits).build(seed=scenario.seed)
         checkpoint = read_checkpoint(run_dir) if resume else None
         last_round = checkpoint[0] if checkpoint else 0
         if resume:
@@ -116,11 +111,9 @@ class ServerRun:
             store.record_data_plan(run_id, {**plan.fingerprint(scenario.training), "pool": splits.train.digest(),
                                             "initial_model": weights_digest(initial.state_dict())})
             store.record_audit(run_id, *stored_audit(initial, probe_seed=scenario.seed))
-        runner = RUNNERS.get(scenario.runner.name)(scenario.runner)
-        evaluator = Evaluator(splits.train, plan, scenario.training)
-        adversary = Adversary(scenario, spec, evaluator, store, runner, progress)
+        adversary = open_adversary(scenario, store, progress)
         test = splits.test.subset(slice(scenario.federation.test_samples))
-        run = cls(scenario, run_dir, spec, store, runner, adversary, evaluator, test, progress, lock,
+        run = cls(scenario, run_dir, adversary, plan, test, progress, lock,
                   checkpoint[1] if checkpoint else initial.state_dict())
         if resume:
             run.last_round = run.resumed_from = last_round
@@ -139,8 +132,8 @@ class ServerRun:
     def evaluate_round(self, server_round: int, weights: Weights) -> tuple[float, float]:
         """The global model's test accuracy and loss (the utility side of a defense), stored
         with the worst client's ε so far; then the model is checkpointed: the round is complete."""
-        accuracy, loss = evaluate(self.spec.with_weights(weights), self.test)
-        self.store.record_round(self.run_id, server_round, accuracy, loss, self.adversary.ledger.worst())
+        accuracy, loss = evaluate(self.adversary.model.with_weights(weights), self.test)
+        self.adversary.store.record_round(self.run_id, server_round, accuracy, loss, self.adversary.ledger.worst())
         write_checkpoint(self.run_dir, server_round, weights)
         self.last_round = server_round
         if server_round > 0:
@@ -151,8 +144,7 @@ class ServerRun:
 
     def stored_round(self, server_round: int) -> tuple[float, float]:
         """A completed round's stored accuracy and loss (a resumed run does not evaluate it again)."""
-        row = self.store.query("SELECT test_accuracy, test_loss FROM rounds WHERE round = ?", server_round)[0]
-        return row["test_accuracy"], row["test_loss"]
+        return self.adversary.store.stored_round(server_round)
 
     def finish(self, status: str, error: str | None = None) -> bool:
         """End the run as ``status`` (once: later calls do nothing and return False); attacks

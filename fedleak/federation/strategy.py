@@ -5,9 +5,10 @@ Flower DP wrapper — aggregates exactly as it would without the adversary. It i
 outermost layer because it models what reaches the server: a quantized reply is
 decoded first, and a server-side DP wrapper clips and noises only after the capture.
 
-Each reply passes the server boundary first — a :class:`ReplyReader`: fedleak's own
-clients' replies are checked against the data plan (:mod:`fedleak.federation.replies`), an
-attached app's against what its server sent (:mod:`fedleak.federation.attached`). One
+Each reply passes the server boundary first — a
+:class:`~fedleak.federation.replies.ReplyReader` (:mod:`fedleak.federation.replies`): fedleak's
+own clients' replies are checked against the data plan, a stock client's or an attached app's
+read against what its server sent. One
 that fails its checks, or reports a client error, is stored as rejected and left out of
 the aggregate; in fedleak's own run a round in which no reply is accepted ends the run as
 failed.
@@ -19,26 +20,20 @@ global model unchanged: the round's aggregate would be an update of the crafted 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Protocol
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedleak.adversary import Adversary
+from fedleak.adversary.adversary import Adversary
 from fedleak.core import wire
 from fedleak.core.errors import RunFailed, first_line
 from fedleak.core.stopping import STOP
 from fedleak.core.updates import ClientUpdate, RejectedReply, Weights
-
-
-class ReplyReader(Protocol):
-    """The server boundary: one reply's content, read as the update it stands for or rejected."""
-
-    def read(self, server_round: int, node_id: int, content: RecordDict, sent: Weights
-             ) -> ClientUpdate | RejectedReply: ...
+from fedleak.federation.replies import ReplyReader
 
 
 class DelegatingStrategy(Strategy):
@@ -70,7 +65,7 @@ class AdversarialStrategy(DelegatingStrategy):
     """Remembers the weights it sends; hands each reply to the adversary before aggregating."""
 
     def __init__(self, inner: Strategy, adversary: Adversary, reader: ReplyReader, run_id: str, num_rounds: int,
-                 round_offset: int = 0) -> None:
+                 round_offset: int = 0, numpy_seed: int | None = None) -> None:
         super().__init__(inner)
         self.adversary = adversary
         self.reader = reader
@@ -78,6 +73,9 @@ class AdversarialStrategy(DelegatingStrategy):
         self.num_rounds = num_rounds
         self.round_offset = round_offset
         """Rounds completed before Flower's round 1 (a resumed run): Flower's round r is our r + offset."""
+        self.numpy_seed = numpy_seed
+        """Seeds NumPy's global generator for each round's aggregation (see :func:`seeded_global_numpy`);
+        ``None``: the inner strategy draws nothing from it, and it is left alone."""
         self._global: ArrayRecord | None = None
         self._sent: Weights = {}
 
@@ -104,7 +102,8 @@ class AdversarialStrategy(DelegatingStrategy):
         updates = [capture for _, capture in accepted_pairs]
         self.adversary.observe_round(updates, self.num_rounds, rejected)
         self.before_aggregate(server_round, len(updates), rejected, len(replies))
-        arrays, metrics = self.inner.aggregate_train(server_round, accepted)
+        with seeded_global_numpy(self.numpy_seed, server_round):
+            arrays, metrics = self.inner.aggregate_train(server_round, accepted)
         if self.adversary.is_random_query(server_round):
             return self._global, metrics
         return _in_dtypes_of(self._sent, arrays), metrics
@@ -116,14 +115,11 @@ class AdversarialStrategy(DelegatingStrategy):
 
     def before_aggregate(self, server_round: int, accepted: int, rejected: list[RejectedReply],
                          replies: int) -> None:
-        """fedleak's own run: a round without an accepted reply fails the run (:class:`RunFailed`),
-        and Flower's central-DP wrappers, which draw their noise from NumPy's global generator,
-        get it seeded per round, so the noise is the scenario's, not the process's."""
+        """fedleak's own run: a round without an accepted reply fails the run (:class:`RunFailed`)."""
         if not accepted:
             first = f"; the first: {rejected[0].reason}" if rejected else ""
             raise RunFailed(f"round {server_round}: no reply was accepted ({len(rejected)} of {replies} "
                             f"rejected or failed{first})")
-        np.random.seed((self.adversary.scenario.seed * 1_000_003 + server_round) % 2**32)
 
     def capture(self, server_round: int, reply: Message) -> ClientUpdate | RejectedReply:
         """Read the reply; decode an accepted one's quantizer encoding in place (the inner strategy
@@ -135,9 +131,25 @@ class AdversarialStrategy(DelegatingStrategy):
         content = reply.content
         outcome = self.reader.read(server_round, node_id, content, self._sent)
         if isinstance(outcome, ClientUpdate) and wire.WIRE in content:  # plain weights are aggregated as they came
-            content["arrays"] = ArrayRecord(outcome.client_weights)
+            content[self.reader.keys.arrays] = ArrayRecord(outcome.client_weights)
             del content[wire.WIRE]
         return outcome
+
+
+@contextmanager
+def seeded_global_numpy(seed: int | None, server_round: int) -> Iterator[None]:
+    """NumPy's global generator seeded from ``seed`` and the round while the block runs, its state put
+    back after (``None``: untouched). Flower's central-DP wrappers draw their noise from it, so the
+    noise is the scenario's; the process's other users of it (inline attacks run here) see no reseed."""
+    if seed is None:
+        yield
+        return
+    state = np.random.get_state()
+    np.random.seed((seed * 1_000_003 + server_round) % 2**32)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def _in_dtypes_of(sent: Weights, arrays: ArrayRecord | None) -> ArrayRecord | None:

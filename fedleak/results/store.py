@@ -329,8 +329,34 @@ class ResultStore:
         return str(path)
 
     def query(self, sql: str, *values: Any) -> list[dict[str, Any]]:
+        """Rows of any read; the modules of ``fedleak.results`` use it, everything else the named reads below."""
         with self._lock:
             return [dict(row) for row in self._db.execute(sql, values)]
+
+    def run_row(self) -> dict[str, Any] | None:
+        """The run's row (status, error, the scenario, …); ``None`` before the run was started."""
+        rows = self.query("SELECT * FROM runs")
+        return rows[0] if rows else None
+
+    def accepted_updates(self) -> int:
+        """How many replies were accepted (captured) over the whole run."""
+        return int(self.query("SELECT COUNT(*) AS n FROM updates WHERE status = 'accepted'")[0]["n"])
+
+    def stored_round(self, server_round: int) -> tuple[float, float]:
+        """A completed round's test accuracy and loss."""
+        row = self.query("SELECT test_accuracy, test_loss FROM rounds WHERE round = ?", server_round)[0]
+        return float(row["test_accuracy"]), float(row["test_loss"])
+
+    def accepted_participations(self) -> list[dict[str, Any]]:
+        """Every accepted update in the order it was stored: round, node, partition (or the partitions of
+        an aggregate), its training (local steps, batch size) and the ε stored with it."""
+        return self.query("SELECT round, node_id, partition_id, aggregate_of, local_steps, batch_size, epsilon, "
+                          "model_epsilon FROM updates WHERE status = 'accepted' ORDER BY round, rowid")
+
+    def attacked(self) -> set[tuple[int, str, str]]:
+        """(round, node id, attack) of every result the run's own attacks stored (re-attacks not counted)."""
+        return {(r["round"], r["node_id"], r["attack"])
+                for r in self.query("SELECT round, node_id, attack FROM attack_results WHERE variant IS NULL")}
 
     def close(self) -> None:
         """Close; a writer leaves a plain (rollback-journal) database behind, which a reader

@@ -54,12 +54,12 @@ def stored_state(run_dir: Path, scenario: Scenario) -> ArmState:
     except FedleakError:
         return "interrupted"
     try:
-        runs = store.query("SELECT status, scenario FROM runs")
+        run = store.run_row()
     finally:
         store.close()
-    if not runs:
+    if run is None:
         return "interrupted"
-    status, stored = runs[0]["status"], runs[0]["scenario"]
+    status, stored = run["status"], run["scenario"]
     if status == "finished":
         return "finished" if tomllib.loads(stored) == tomllib.loads(scenario.to_toml()) else "changed"
     return "failed" if status == "failed" else "interrupted"
@@ -145,13 +145,13 @@ def _reason(run_dir: Path) -> str | None:
     if (run_dir / DATABASE).is_file():
         store = ResultStore.open_existing(run_dir)
         try:
-            rows = store.query("SELECT status, error FROM runs")
+            run = store.run_row()
         finally:
             store.close()
-        if rows and rows[0]["status"] == "finished":
+        if run is not None and run["status"] == "finished":
             return None
-        if rows and rows[0]["error"]:
-            return str(rows[0]["error"])
+        if run is not None and run["error"]:
+            return str(run["error"])
     try:
         lines = (run_dir / "log.txt").read_text(errors="replace").strip().splitlines()
     except OSError:
