@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from fedleak.federation import build_client_app
-from fedleak.federation.app_config import scenario_from_run_config
+from fedleak.federation.run_config import scenario_from_run_config
 
 APP_DIR = Path(__file__).resolve().parent.parent
 

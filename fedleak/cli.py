@@ -28,6 +28,7 @@ from fedleak.core.timing import PHASES
 if TYPE_CHECKING:
     from fedleak.results.compare import Comparison
     from fedleak.results.store import ResultStore
+    from fedleak.results.summary import SanityVerdictCount
     from fedleak.scenario import Scenario
 
 _STARTED = time.perf_counter()
@@ -116,24 +117,25 @@ def resume(
     from fedleak.results.lock import shown_status
     from fedleak.results.store import ResultStore
     from fedleak.scenario import load_scenario
-    from fedleak.scenario.preflight import check_runnable
 
-    store = ResultStore.open_existing(run_dir)
+    store = ResultStore.open_existing(run_dir)  # a wrong path refused at once, before torch is imported
     try:
-        runs = store.query("SELECT status, error FROM runs")
+        run = store.run_row()
     finally:
         store.close()
-    status = shown_status(run_dir, runs[0]["status"]) if runs else "empty"
+    status = shown_status(run_dir, run["status"]) if run else "empty"
     if status != "interrupted":
         why = {"running": "it is still running (another fedleak process holds it)",
                "finished": "it has finished: nothing to resume",
-               "empty": "it stored no run"}.get(status, f"it {status} ({runs[0]['error'] if runs else ''}): "
+               "empty": "it stored no run"}.get(status, f"it {status} ({run['error'] if run else ''}): "
                                                          "run its scenario.toml again")
         raise FedleakError(f"{run_dir}: cannot resume: {why}")
     scenario = load_scenario(run_dir / "scenario.toml")
     if scenario.defense_pipeline().legacy_path:
         raise FedleakError(f"{run_dir}: cannot resume: runs with SecAgg+ (Flower's legacy path) cannot be "
                            "resumed; run its scenario.toml again")
+    from fedleak.scenario.preflight import check_runnable  # torch: once the run directory can be resumed
+
     check_runnable(scenario)
     last = checkpoint_round(run_dir) or 0
     console.print(f"fedleak: resuming [bold]{scenario.name}[/] after round {last} of "
@@ -157,11 +159,12 @@ def attack(
     are stored beside the run's own, labelled with the --set overrides (re-running the same
     settings replaces their earlier rows). Starts from the scenario's settings for that attack."""
     from fedleak.adversary.progress import ConsoleProgress
-    from fedleak.adversary.reattack import Selection, reattack
+    from fedleak.adversary.reattack import Selection, plan_reattack, run_reattack
 
-    selection = Selection(set(server_round) or None, set(client) or None)
+    plan = plan_reattack(run_dir, attack_name, set_, Selection(set(server_round) or None, set(client) or None),
+                         runner)  # every check, read-only: a refused command changes nothing and prints one line
     console.print(f"fedleak: attacking the captures of {run_dir} with [bold]{attack_name}[/]")
-    summary = reattack(run_dir, attack_name, set_, selection, runner, ConsoleProgress())
+    summary = run_reattack(plan, ConsoleProgress())
     console.print(f"attacked {summary.updates} stored updates as '{attack_name} [{summary.variant}]' (read "
                   f"{_megabytes(summary.bytes_read)} of captures)"
                   + (f"; replaced {summary.replaced} earlier results of the same settings" if summary.replaced
@@ -175,29 +178,11 @@ def _raise_if_failed(run_dir: Path) -> None:
 
     store = ResultStore.open_existing(run_dir)
     try:
-        runs = store.query("SELECT status, error FROM runs")
+        run = store.run_row()
     finally:
         store.close()
-    failed = [{**run, "status": shown_status(run_dir, run["status"])} for run in runs if run["status"] != "finished"]
-    if failed:
-        raise RunFailed(f"run {failed[0]['status']}: {failed[0]['error'] or 'no reason stored'}")
-
-
-_ATTACK_COUNTS = """
-SELECT SUM(status = 'ok') AS ok, SUM(status = 'unscored') AS unscored, SUM(status = 'failed') AS failed,
-       SUM(status = 'not applicable') AS not_applicable, SUM(status = 'cancelled') AS cancelled
-FROM attack_results WHERE run_id = ?"""
-_WARNINGS = """
-SELECT COUNT(*) AS warned, MIN(warning) AS first FROM updates WHERE run_id = ? AND warning IS NOT NULL"""
-_SANITY = """
-SELECT SUBSTR(sanity, 1, INSTR(sanity, ':') - 1) AS verdict, COUNT(*) AS n, MIN(rowid),
-       round, partition_id AS client, sanity AS first
-FROM updates WHERE run_id = ? AND sanity IS NOT NULL GROUP BY verdict ORDER BY verdict"""
-"""Per verdict its count and its first update (SQLite takes bare columns from the MIN(rowid) row)."""
-_REPLY_COUNTS = """
-SELECT SUM(status IS NULL OR status = 'accepted') AS accepted, SUM(status = 'rejected') AS rejected,
-       SUM(status = 'failed') AS failed
-FROM updates WHERE run_id = ?"""
+    if run is not None and run["status"] != "finished":
+        raise RunFailed(f"run {shown_status(run_dir, run['status'])}: {run['error'] or 'no reason stored'}")
 
 
 @app.command()
@@ -210,7 +195,7 @@ def results(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -
         raise FedleakError(f"{run_dir} is a sweep directory: 'fedleak compare {run_dir}' shows its arms")
     store = ResultStore.open_existing(run_dir)
     try:
-        for run_row in store.query("SELECT run_id, status, error, risk_index FROM runs"):
+        for run_row in store.runs():
             _print_run(store, run_dir, run_row)
     except sqlite3.Error as error:  # a database with fedleak's tables but not its columns
         raise FedleakError(f"{run_dir}: not a fedleak results database ({error})") from None
@@ -218,15 +203,14 @@ def results(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -
         store.close()
 
 
-def _print_sanity(verdicts: list[dict[str, Any]]) -> None:
+def _print_sanity(verdicts: list[SanityVerdictCount]) -> None:
     """The sanity checks' verdicts of a lab run's updates, and an example of each that is not consistent."""
     if not verdicts:
         return
-    console.print("sanity checks: " + ", ".join(f"{v['n']} {v['verdict']}" for v in verdicts), markup=False)
+    console.print("sanity checks: " + ", ".join(f"{v.count} {v.verdict}" for v in verdicts), markup=False)
     for verdict in verdicts:
-        if verdict["verdict"] != "consistent":
-            console.print(f"  e.g. round {verdict['round']}, client {verdict['client']}: {verdict['first']}",
-                          markup=False)
+        if verdict.verdict != "consistent":
+            console.print(f"  e.g. round {verdict.round}, client {verdict.client}: {verdict.first}", markup=False)
 
 
 def _print_run(store: ResultStore, run_dir: Path, run_row: dict[str, Any]) -> None:
@@ -234,22 +218,21 @@ def _print_run(store: ResultStore, run_dir: Path, run_row: dict[str, Any]) -> No
     from fedleak.results.captures import CaptureStore
     from fedleak.results.checkpoint import checkpoint_round
     from fedleak.results.lock import shown_status
+    from fedleak.results.summary import run_summary
 
     console.print(round_table(store, run_row["run_id"]))
     risk = "not auditable" if run_row["risk_index"] is None else f"{run_row['risk_index']:.3f}"
-    replies = store.query(_REPLY_COUNTS, run_row["run_id"])[0]
-    console.print(f"client replies: {replies['accepted'] or 0} accepted, {replies['rejected'] or 0} rejected, "
-                  f"{replies['failed'] or 0} failed")
-    warnings = store.query(_WARNINGS, run_row["run_id"])[0]
-    if warnings["warned"]:
-        console.print(f"  {warnings['warned']} accepted with warnings, e.g.: {warnings['first']}", markup=False)
-    _print_sanity(store.query(_SANITY, run_row["run_id"]))
-    attacks = store.query(_ATTACK_COUNTS, run_row["run_id"])[0]
+    summary = run_summary(store, run_row["run_id"])
+    replies, attacks = summary.replies, summary.attacks
+    console.print(f"client replies: {replies['accepted']} accepted, {replies['rejected']} rejected, "
+                  f"{replies['failed']} failed")
+    if summary.warned:
+        console.print(f"  {summary.warned} accepted with warnings, e.g.: {summary.first_warning}", markup=False)
+    _print_sanity(summary.sanity)
     unscored = (f"{attacks['unscored']} unscored (no ground truth: stored whole in reconstructions/), "
                 if attacks["unscored"] else "")
-    console.print(f"attacks: {attacks['ok'] or 0} finished, {unscored}{attacks['failed'] or 0} failed, "
-                  f"{attacks['not_applicable'] or 0} not applicable, "
-                  f"{attacks['cancelled'] or 0} cancelled at the end of the run")
+    console.print(f"attacks: {attacks['ok']} finished, {unscored}{attacks['failed']} failed, "
+                  f"{attacks['not_applicable']} not applicable, {attacks['cancelled']} cancelled at the end of the run")
     captures = CaptureStore(run_dir)
     files, size = captures.size_bytes()
     updates = captures.count_updates()
@@ -280,12 +263,13 @@ def sweep(
 ) -> None:
     """Run every arm of a sweep on the same clients and batches; re-running resumes it."""
     from fedleak.results.store import check_out_dir
-    from fedleak.scenario.preflight import check_runnable
     from fedleak.sweep import SweepRunner, load_sweep
     from fedleak.sweep.progress import SweepView
 
     resolved = load_sweep(sweep_file, set_)
     check_out_dir(out)
+    from fedleak.scenario.preflight import check_runnable  # torch: once the sweep file holds
+
     for arm, scenario in resolved.arms.items():
         try:
             check_runnable(scenario)
@@ -368,16 +352,20 @@ def audit(
 
     The normaliser uses mean 0.5 and std 0.5 per channel; the ranks do not depend on it.
     """
-    from pydantic import ValidationError
-
-    from fedleak.adversary.audit import audit_model, audit_table
-    from fedleak.attacks.linear_systems import UnsupportedArchitecture
-    from fedleak.models import MODELS, ModelSpec
-    from fedleak.scenario import apply_override, first_error
+    from fedleak.core.config import MAX_SEED
 
     shape = _image_shape(input_shape)
     if num_classes < 2:
         raise FedleakError(f"--num-classes: expected at least 2, got {num_classes}")
+    if not 0 <= seed <= MAX_SEED:  # a scenario's seed bound: numpy's seed sequences take no negatives
+        raise FedleakError(f"--seed: expected 0 to {MAX_SEED} (as a scenario's seed), got {seed}")
+    from pydantic import ValidationError
+
+    from fedleak.adversary.audit import audit_model, audit_table, check_auditable
+    from fedleak.attacks.linear_systems import UnsupportedArchitecture
+    from fedleak.models import MODELS, ModelSpec
+    from fedleak.scenario import apply_override, first_error
+
     table: dict = {}
     for override in set_:
         apply_override(table, override)
@@ -387,6 +375,7 @@ def audit(
         raise FedleakError(f"--set {first_error(error)}") from None
     spec = ModelSpec(model, config, shape, num_classes, (0.5,) * shape[0], (0.5,) * shape[0])
     try:
+        check_auditable(spec, seed)
         result = audit_model(spec.build(seed=seed), probe_seed=seed)
     except UnsupportedArchitecture as error:
         raise FedleakError(f"audit: {model}: {error}") from None

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from fedleak.adversary.progress import ConsoleProgress
 from fedleak.federation import build_server_app
-from fedleak.federation.app_config import run_from_run_config
+from fedleak.federation.run_config import run_from_run_config
 
 APP_DIR = Path(__file__).resolve().parent.parent
 

@@ -75,11 +75,11 @@ def _attack_arithmetic():
 def captured(monkeypatch):
     """Every ClientUpdate the adversary observes, in order."""
     seen = []
-    accept = Adversary.accept
+    record = Adversary.record_and_plan_attacks
 
     def recording(self, update, sanity=None):
         seen.append(update)
-        return accept(self, update, sanity)
+        return record(self, update, sanity)
 
-    monkeypatch.setattr(Adversary, "accept", recording)
+    monkeypatch.setattr(Adversary, "record_and_plan_attacks", recording)
     return seen

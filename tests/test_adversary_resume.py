@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from fedleak.adversary import Adversary
-from fedleak.adversary.evaluation import Evaluator
+from fedleak.adversary.ground_truth import PlanTruth
 from fedleak.data import build_plan, load_dataset
 from fedleak.results.captures import CaptureStore
 from fedleak.results.store import ResultStore
@@ -33,7 +33,7 @@ class HeldRunner(AttackRunner):
 
 def _adversary(store, runner, scenario=SCENARIO):
     splits = load_dataset(scenario.dataset)
-    evaluator = Evaluator(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)
+    evaluator = PlanTruth(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)
     return Adversary(scenario, scenario.model_spec(splits), evaluator, store, runner)
 
 

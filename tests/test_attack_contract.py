@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fedleak.adversary import Adversary
-from fedleak.adversary.evaluation import Evaluator
+from fedleak.adversary.ground_truth import PlanTruth
 from fedleak.attacks import ATTACKS, Attack, AttackNotApplicable, Budget, Reconstruction
 from fedleak.attacks.devices import DeviceConfig
 from fedleak.data import build_plan, load_dataset
@@ -60,7 +60,7 @@ class _SlowPicky(Attack):
 
 def _adversary(tmp_path, scenario):
     splits = load_dataset(scenario.dataset)
-    evaluator = Evaluator(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)
+    evaluator = PlanTruth(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)
     store = ResultStore(tmp_path)
     return Adversary(scenario, scenario.model_spec(splits), evaluator, store, InlineRunner()), store
 

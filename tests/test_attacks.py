@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fedleak.adversary.evaluation import Evaluator
+from fedleak.adversary.ground_truth import PlanTruth
 from fedleak.adversary.metrics import score
 from fedleak.attacks import ATTACKS, AttackNotApplicable, Budget
 from fedleak.attacks.labels import infer_label_counts
@@ -22,7 +22,7 @@ def _attack(name, update, spec, **config):
 def _truth(scenario, update):
     splits = load_dataset(scenario.dataset)
     plan = build_plan(scenario.seed, scenario.dataset, scenario.partition)
-    return Evaluator(splits.train, plan, scenario.training).ground_truth(update.partitions, update.server_round)
+    return PlanTruth(splits.train, plan, scenario.training).ground_truth(update.partitions, update.server_round)
 
 
 @pytest.mark.parametrize("name", ["idlg", "dlg"])

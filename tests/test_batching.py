@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fedleak.adversary import Adversary
-from fedleak.adversary.evaluation import Evaluator
+from fedleak.adversary.ground_truth import PlanTruth
 from fedleak.attacks import ATTACKS, Attack, AttackNotApplicable, Budget
 from fedleak.core.config import RunnerConfig
 from fedleak.data import build_plan, load_dataset
@@ -127,7 +127,7 @@ def test_a_batch_out_of_gpu_memory_is_split_until_it_fits():
 def _stored_round(tmp_path, runner, attacks):
     scenario = tiny_scenario(attacks=attacks, training={"batch_size": 1})
     splits = load_dataset(scenario.dataset)
-    evaluator = Evaluator(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)
+    evaluator = PlanTruth(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)
     store = ResultStore(tmp_path)
     updates, spec = _round(scenario)
     Adversary(scenario, spec, evaluator, store, runner).observe_round(updates, 1)

@@ -138,11 +138,6 @@ def test_a_failed_run_ends_with_one_line_and_exit_code_1(monkeypatch, capsys, tm
     assert err == "error: run failed: round 1: no reply was accepted (4 of 4 rejected or failed)\n"
 
 
-def test_run_directories_are_private_to_their_owner(tmp_path):
-    run_dir = _stored_run(tmp_path, "finished", None)
-    assert run_dir.stat().st_mode & 0o777 == 0o700 and (run_dir / "images").stat().st_mode & 0o777 == 0o700
-
-
 def test_nothing_stored_is_lost_by_a_bad_run(monkeypatch, capsys, tmp_path):
     _fail(monkeypatch, capsys, "run", QUICKSTART, "--out", str(tmp_path), "--set", "model.name=vgg")
     assert list(tmp_path.iterdir()) == []  # validation happens before a run directory exists

@@ -4,11 +4,11 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, Context, Message, RecordDict
 
-from fedleak.adversary.evaluation import Evaluator
+from fedleak.adversary.ground_truth import PlanTruth
 from fedleak.client.training import train_locally
 from fedleak.core import wire
 from fedleak.data import build_plan, load_dataset
-from fedleak.federation import client, records
+from fedleak.federation import client_app, records
 
 from conftest import tiny_scenario
 
@@ -33,7 +33,7 @@ def _client_reply(scenario, partition_id, server_round):
                       dst_node_id=5, message_type="train")
     context = Context(run_id=1, node_id=5, node_config={"partition-id": partition_id, "num-partitions": 4},
                       state=RecordDict(), run_config={})
-    reply = client.train(message, context, scenario)
+    reply = client_app.train(message, context, scenario)
     return spec, sent, reply.content
 
 
@@ -43,7 +43,7 @@ def test_evaluator_ground_truth_is_what_the_client_used(training):
     spec, sent, content = _client_reply(scenario, partition_id=2, server_round=3)
     splits = load_dataset(scenario.dataset)
     plan = build_plan(scenario.seed, scenario.dataset, scenario.partition)
-    truth = Evaluator(splits.train, plan, scenario.training).ground_truth((2,), 3)
+    truth = PlanTruth(splits.train, plan, scenario.training).ground_truth((2,), 3)
     assert content["metrics"][wire.NUM_EXAMPLES] == len(truth)
 
     # Re-train from the same weights on the evaluator's samples (in the plan's batch
@@ -61,7 +61,7 @@ def test_evaluator_ground_truth_is_what_the_client_used(training):
 def test_other_rounds_and_clients_train_on_other_samples():
     scenario = tiny_scenario(training={"batch_size": 3})
     splits = load_dataset(scenario.dataset)
-    evaluator = Evaluator(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)
+    evaluator = PlanTruth(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)
     base = evaluator.ground_truth((0,), 1).images
     assert not torch.equal(base, evaluator.ground_truth((0,), 2).images)
     assert not torch.equal(base, evaluator.ground_truth((1,), 1).images)

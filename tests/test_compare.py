@@ -2,8 +2,8 @@
 
 import pytest
 
+from fedleak.core.attack_results import AttackResult, Epsilon
 from fedleak.core.errors import FedleakError
-from fedleak.core.results import AttackResult, Epsilon
 from fedleak.results.compare import compare, points
 from fedleak.results.store import ResultStore
 

@@ -81,7 +81,7 @@ def test_client_side_clipping_runs_flowers_mod(monkeypatch):
     from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM  # what the wrapper adds to the config
     from flwr.supercore.task_identity import TaskIdentity
 
-    from fedleak.federation.client import build_client_app
+    from fedleak.federation.client_app import build_client_app
 
     for key, value in {"_run_id": 1, "_task_id": 1, "_node_id": 1}.items():
         monkeypatch.setattr(TaskIdentity, key, value, raising=False)

@@ -14,7 +14,7 @@ from ray import cloudpickle
 from fedleak.adversary.progress import Progress
 from fedleak.core import wire
 from fedleak.federation import build_server_app, run_simulated
-from fedleak.federation.client import train
+from fedleak.federation.client_app import train
 from fedleak.results.store import ResultStore, new_run_dir
 
 from conftest import tiny_scenario

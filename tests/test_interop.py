@@ -13,7 +13,7 @@ from fedleak.core.config import TrainingConfig
 from fedleak.core.errors import FedleakError
 from fedleak.data import load_dataset
 from fedleak.federation import records, run_simulated
-from fedleak.federation.app_config import (
+from fedleak.federation.run_config import (
     DEFAULT_SCENARIO,
     OUT_BASE_VARIABLE,
     ScenarioRejected,
@@ -67,7 +67,7 @@ def test_fedleaks_clients_train_and_evaluate_under_a_stock_fedavg_server():
 
 
 def test_the_evaluate_handler_rejects_a_node_without_a_partition_id():
-    from fedleak.federation.client import evaluate
+    from fedleak.federation.client_app import evaluate
 
     scenario = tiny_scenario()
     content = RecordDict({"arrays": ArrayRecord(scenario.model_spec(load_dataset(scenario.dataset))

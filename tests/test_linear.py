@@ -9,7 +9,7 @@ import torch
 
 from fedleak import cli
 from fedleak.adversary.audit import audit_model
-from fedleak.adversary.evaluation import Evaluator
+from fedleak.adversary.ground_truth import PlanTruth
 from fedleak.adversary.metrics import score
 from fedleak.attacks import ATTACKS, AttackNotApplicable, Budget
 from fedleak.data import build_plan, load_dataset
@@ -29,7 +29,7 @@ def _attack_and_truth(model, partition_id=0, **config):
     attack = ATTACKS.get("linear")(ATTACKS.get("linear").Config(**config))
     recon = attack.run(update, spec.with_weights(update.global_weights), Budget())
     plan = build_plan(scenario.seed, scenario.dataset, scenario.partition)
-    truth = Evaluator(load_dataset(scenario.dataset).train, plan, scenario.training).ground_truth(
+    truth = PlanTruth(load_dataset(scenario.dataset).train, plan, scenario.training).ground_truth(
         update.partitions, update.server_round)
     return recon, truth, spec
 

@@ -31,7 +31,7 @@ from fedleak.core.errors import FedleakError
 from fedleak.core.updates import ClientUpdate
 from fedleak.data import DatasetSplits, ImageDataset, build_plan, load_dataset
 from fedleak.federation import build_server_app, records, run_simulated
-from fedleak.federation.client import train
+from fedleak.federation.client_app import train
 from fedleak.federation.replies import check_weights
 from fedleak.models import ImageClassifier, ModelSpec
 from fedleak.results.store import ResultStore, new_run_dir

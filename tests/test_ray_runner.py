@@ -12,7 +12,7 @@ import torch
 from ray import cloudpickle
 
 from fedleak.adversary import Adversary
-from fedleak.adversary.evaluation import Evaluator
+from fedleak.adversary.ground_truth import PlanTruth
 from fedleak.attacks import ATTACKS, Attack, Reconstruction
 from fedleak.data import build_plan, load_dataset
 from fedleak.federation import simulate
@@ -64,7 +64,7 @@ def local_ray():
 def _adversary(tmp_path, runner, attacks):
     scenario = tiny_scenario(attacks=attacks, capture={"clients": [0, 1]})
     splits = load_dataset(scenario.dataset)
-    evaluator = Evaluator(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)
+    evaluator = PlanTruth(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)
     store = ResultStore(tmp_path)
     return Adversary(scenario, fedsgd_update(scenario)[1], evaluator, store, runner), scenario, store
 

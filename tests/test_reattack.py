@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from fedleak.adversary import Adversary
-from fedleak.adversary.evaluation import Evaluator
+from fedleak.adversary.ground_truth import PlanTruth
 from fedleak.adversary.reattack import Selection, reattack
 from fedleak.core.errors import FedleakError
 from fedleak.data import build_plan, load_dataset
@@ -26,7 +26,7 @@ def stored_run(tmp_path):
     store = ResultStore(tmp_path)
     store.start_run(tmp_path.name, "tiny", SCENARIO.to_toml())
     splits = load_dataset(SCENARIO.dataset)
-    evaluator = Evaluator(splits.train, build_plan(0, SCENARIO.dataset, SCENARIO.partition), SCENARIO.training)
+    evaluator = PlanTruth(splits.train, build_plan(0, SCENARIO.dataset, SCENARIO.partition), SCENARIO.training)
     adversary = Adversary(SCENARIO, SCENARIO.model_spec(splits), evaluator, store, InlineRunner())
     updates = [dataclasses.replace(fedsgd_update(SCENARIO, p)[0], run_id=tmp_path.name, node_id=2**63 + p)
                for p in (0, 1)]
@@ -68,7 +68,7 @@ def test_the_same_settings_score_what_the_run_scored_and_a_repeat_replaces_its_r
 def test_a_selection_attacks_only_the_named_clients_and_an_empty_one_is_refused(stored_run):
     assert reattack(stored_run, "dlg", [], Selection(partitions={1})).updates == 1
     assert [(r["partition_id"], r["attack"], r["variant"]) for r in _rows(stored_run)][2:] == [(1, "dlg", "offline")]
-    with pytest.raises(FedleakError, match="no captured update matches the selection .rounds stored: 1"):
+    with pytest.raises(FedleakError, match=r"round 3 is not among the rounds stored \(1\)$"):
         reattack(stored_run, "dlg", [], Selection(rounds={3}))
 
 

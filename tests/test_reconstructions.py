@@ -5,7 +5,7 @@ import dataclasses
 import torch
 
 from fedleak.adversary import Adversary
-from fedleak.adversary.evaluation import Evaluator
+from fedleak.adversary.ground_truth import PlanTruth
 from fedleak.attacks.base import Reconstruction
 from fedleak.data import build_plan, load_dataset
 from fedleak.results.reconstructions import StoredReconstruction, read_reconstruction, write_reconstruction
@@ -39,7 +39,7 @@ def _run(tmp_path, save_images=True):
     store, runner = ResultStore(tmp_path), _HeldRunner()
     store.start_run("run", "tiny", scenario.to_toml())
     splits = load_dataset(scenario.dataset)
-    evaluator = Evaluator(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)
+    evaluator = PlanTruth(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)
     adversary = Adversary(scenario, scenario.model_spec(splits), evaluator, store, runner)
     adversary.observe_round([dataclasses.replace(fedsgd_update(scenario)[0], run_id="run")], 1)
     (job,) = runner.jobs

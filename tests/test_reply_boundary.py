@@ -19,7 +19,7 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedleak.adversary import Adversary
-from fedleak.adversary.evaluation import Evaluator
+from fedleak.adversary.ground_truth import PlanTruth
 from fedleak.attacks import ATTACKS, Attack, Reconstruction
 from fedleak.client.local_round import LocalReply, local_round
 from fedleak.core.errors import RunFailed
@@ -66,7 +66,7 @@ class Federation:
         spec = scenario.model_spec(splits)
         self.store = ResultStore(directory)
         self.store.start_run("boundary", scenario.name, scenario.to_toml())
-        adversary = Adversary(scenario, spec, Evaluator(splits.train, plan, scenario.training), self.store,
+        adversary = Adversary(scenario, spec, PlanTruth(splits.train, plan, scenario.training), self.store,
                               InlineRunner())
         inner = FedAvg(min_train_nodes=1, min_available_nodes=scenario.partition.num_clients,
                        train_metrics_aggr_fn=mean_train_loss)

@@ -3,7 +3,7 @@
 import json
 
 from fedleak.adversary import Adversary
-from fedleak.adversary.evaluation import Evaluator
+from fedleak.adversary.ground_truth import PlanTruth
 from fedleak.attacks import ATTACKS, Attack
 from fedleak.data import build_plan, load_dataset
 from fedleak.results.store import ResultStore
@@ -29,7 +29,7 @@ def test_adversary_stores_failures_and_successes(tmp_path):
     scenario = tiny_scenario(attacks=[{"name": "test-crash"}, {"name": "analytic"}, {"name": "idlg", **on_test_device("idlg", iterations=30)}],
                              capture={"clients": [0]})
     splits = load_dataset(scenario.dataset)
-    evaluator = Evaluator(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)
+    evaluator = PlanTruth(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)
     store = ResultStore(tmp_path)
     update, spec = fedsgd_update(scenario, partition_id=0)
     adversary = Adversary(scenario, spec, evaluator, store, InlineRunner())
@@ -46,7 +46,7 @@ def test_known_labels_capability_hands_the_true_labels_to_the_attack(tmp_path):
     scenario = tiny_scenario(attacks=[{"name": "dlg", **on_test_device("dlg", iterations=1)}], threat={"known_labels": True},
                              training={"batch_size": 2})
     splits = load_dataset(scenario.dataset)
-    evaluator = Evaluator(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)
+    evaluator = PlanTruth(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)
     store = ResultStore(tmp_path)
     update, spec = fedsgd_update(scenario)
     Adversary(scenario, spec, evaluator, store, InlineRunner()).observe(update)
@@ -62,7 +62,7 @@ def test_every_optimisation_attack_runs_on_a_fedavg_update_and_stores_how_far_it
                  {"name": "grnn", **on_test_device("grnn", iterations=5, time_budget_s=30)}],
     )
     splits = load_dataset(scenario.dataset)
-    evaluator = Evaluator(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)
+    evaluator = PlanTruth(splits.train, build_plan(0, scenario.dataset, scenario.partition), scenario.training)
     store = ResultStore(tmp_path)
     update, spec = fedsgd_update(scenario)
     assert update.metadata.local_steps == 2 and update.metadata.num_examples == 4

@@ -3,7 +3,7 @@ import sqlite3
 import pytest
 import torch
 
-from fedleak.core.results import AttackResult
+from fedleak.core.attack_results import AttackResult
 from fedleak.core.updates import ClientUpdate, UpdateMetadata
 from fedleak.results.store import ResultStore
 

@@ -18,15 +18,15 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from fedleak.adversary.evaluation import GroundTruth
+from fedleak.adversary.ground_truth import GroundTruth
 from fedleak.adversary.malicious import random_query_weights
 from fedleak.adversary.privacy import PrivacyLedger
 from fedleak.adversary.progress import Progress
 from fedleak.adversary.sanity import SanityVerdict, check_update
 from fedleak.attacks import ATTACKS
 from fedleak.attacks.base import Reconstruction
+from fedleak.core.attack_results import NO_EPSILON, AttackResult, Epsilon
 from fedleak.core.errors import first_line
-from fedleak.core.results import NO_EPSILON, AttackResult, Epsilon
 from fedleak.core.stopping import STOP
 from fedleak.core.timing import PHASES
 from fedleak.core.updates import ClientUpdate, RejectedReply, Weights
@@ -99,7 +99,7 @@ class Adversary:
             for reply in rejected:
                 self.store.record_rejection(reply)
             jobs = [job for update, verdict in zip(updates, verdicts, strict=True)
-                    for job in self.accept(update, verdict)]
+                    for job in self.record_and_plan_attacks(update, verdict)]
             self._keep(updates)
         if updates or rejected:
             server_round = (updates[0] if updates else rejected[0]).server_round
@@ -114,7 +114,7 @@ class Adversary:
         """Observe one more update (e.g. an aggregate) and submit its attacks."""
         update = self._flagged(update)
         with self.store.transaction():
-            jobs = self.accept(update, self.sanity_check(update))
+            jobs = self.record_and_plan_attacks(update, self.sanity_check(update))
             self._keep([update], kind="aggregate" if update.aggregate_of else "")
         self.submit(jobs)
 
@@ -142,9 +142,9 @@ class Adversary:
             _log.exception("the sanity check of round %s failed", update.server_round)
             return SanityVerdict("failed", f"{type(error).__name__}: {first_line(error)}", math.nan)
 
-    def accept(self, update: ClientUpdate, sanity: SanityVerdict | None = None) -> list[AttackJob]:
-        """Account and record ``update`` (with its sanity check); every attack on it if the
-        capture policy selects it.
+    def record_and_plan_attacks(self, update: ClientUpdate, sanity: SanityVerdict | None = None) -> list[AttackJob]:
+        """Account for ``update`` in the privacy ledger and store it (with its sanity check); return
+        the attack jobs it needs, every attack of the scenario if the capture policy selects it.
 
         An attack whose requirements the update cannot meet is stored "not applicable" at once."""
         epsilon = self._account(update)

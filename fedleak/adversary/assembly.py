@@ -10,7 +10,7 @@ it is), then asks :func:`open_adversary` for the rest.
 from __future__ import annotations
 
 from fedleak.adversary.adversary import Adversary
-from fedleak.adversary.evaluation import Evaluator, GroundTruth, ReportedTruth
+from fedleak.adversary.ground_truth import GroundTruth, PlanTruth, ReportedTruth
 from fedleak.adversary.progress import Progress
 from fedleak.data import build_plan, load_dataset
 from fedleak.models import ModelSpec
@@ -30,7 +30,7 @@ def client_model_and_truth(scenario: Scenario) -> tuple[ModelSpec, GroundTruth]:
         return scenario.app_model_spec(), ReportedTruth()
     splits = load_dataset(scenario.dataset)
     plan = build_plan(scenario.seed, scenario.dataset, scenario.partition)
-    return scenario.model_spec(splits), Evaluator(splits.train, plan, scenario.training)
+    return scenario.model_spec(splits), PlanTruth(splits.train, plan, scenario.training)
 
 
 def open_adversary(scenario: Scenario, store: ResultStore, progress: Progress | None = None,

@@ -56,7 +56,9 @@ from fedleak.attacks.linear_systems import (
     preactivation,
     spectrum,
 )
-from fedleak.models import ImageClassifier
+from fedleak.core.errors import FedleakError
+from fedleak.models import ImageClassifier, ModelSpec
+from fedleak.scenario.preflight import MAX_PARAMETERS
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,21 @@ class ModelAudit:
     depth_decay: float
     probe_seed: int
     rcond: float
+
+
+def check_auditable(spec: ModelSpec, seed: int = 0) -> None:
+    """Refuse a model larger than a run may use, counted on PyTorch's ``meta`` device (shapes, no
+    memory) before it is built for real: the audit holds several float64 copies of it, and a
+    mistyped class count (10⁸ classes: 25.6 GB for one float32 copy) must not reach the allocator.
+
+    Raises:
+        FedleakError: more than :data:`~fedleak.scenario.preflight.MAX_PARAMETERS` parameters (one line).
+    """
+    with torch.device("meta"):
+        size = sum(p.numel() for p in spec.build(seed=seed).parameters())
+    if size > MAX_PARAMETERS:
+        raise FedleakError(f"audit: {spec.name} on {'×'.join(map(str, spec.image_shape))} images with "
+                           f"{spec.num_classes:,} classes: {size:,} parameters; at most {MAX_PARAMETERS:,}")
 
 
 @one_blas_thread

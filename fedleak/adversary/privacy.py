@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from fedleak.core.results import Epsilon
+from fedleak.core.attack_results import Epsilon
 from fedleak.defenses import DefensePipeline, LocalRound, PrivacyEvent
 
 # Opacus is imported where a curve is computed: it loads torch.distributed, SciPy and SymPy

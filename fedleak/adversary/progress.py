@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.markup import escape
 
-from fedleak.core.results import AttackResult
+from fedleak.core.attack_results import AttackResult
 from fedleak.core.updates import RejectedReply
 
 if TYPE_CHECKING:  # the check needs torch; progress reporting does not

@@ -1,6 +1,6 @@
 """One client round, Flower-free: train on the data plan's batches, apply the defenses.
 
-The Flower client paths (:mod:`fedleak.federation.client`) only translate messages to
+The Flower client paths (:mod:`fedleak.federation.client_app`) only translate messages to
 and from :func:`local_round`.
 """
 

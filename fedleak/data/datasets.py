@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from fedleak.core.config import DatasetConfig
 from fedleak.core.digests import array_digest
@@ -84,6 +84,16 @@ class StoredDatasetConfig(DatasetConfig):
     """Download the files missing from ``data_root`` (needs a network). Files are fetched
     into a temporary folder inside it, checked against torchvision's MD5s and only then
     moved in; a file or folder already there is never replaced."""
+
+    @field_validator("data_root")
+    @classmethod
+    def _not_a_file(cls, root: Path | None) -> Path | None:
+        """A file given as the folder is refused as what it is, when the scenario is read: the
+        loaders would otherwise report it as a folder that does not exist."""
+        if root is not None and root.expanduser().exists() and not root.expanduser().is_dir():
+            what = "a file" if root.expanduser().is_file() else "not a folder"
+            raise ValueError(f"{root} is {what}; expected a folder (the one holding the dataset's files)")
+        return root
 
     @property
     def source(self) -> str:

@@ -2,7 +2,7 @@
 client, ``SecAggPlusWorkflow`` on the server.
 
 In flwr 1.41 SecAgg+ runs only on the legacy strategy/NumPyClient path, so this
-defense moves the run there (:mod:`fedleak.federation.legacy`). Each client weights
+defense moves the run there (:mod:`fedleak.federation.secagg_path`). Each client weights
 its parameters by n/``max_weight`` (n = its examples), clips them to ±``clipping_range``,
 quantizes them stochastically to [0, ``quantization_range``), and adds pairwise and
 private masks modulo ``modulus_range``. The server sees those masked vectors one by

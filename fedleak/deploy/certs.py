@@ -123,7 +123,7 @@ def write_certificates(directory: Path, hosts: Sequence[str] = (), supernodes: i
     present = [path for path in files.all() if path.exists()]
     if present and not replace:
         raise FedleakError(f"{present[0]} exists (and {len(present) - 1} more): pass --replace to rotate the keys")
-    Path(directory).mkdir(mode=0o700, parents=True, exist_ok=True)
+    _make_folder(Path(directory))
     ca_key = ec.generate_private_key(ec.SECP384R1())
     ca = _certificate(_name("fedleak deployment CA"), _name("fedleak deployment CA"), ca_key.public_key(), ca_key,
                       days, ca=True)
@@ -142,6 +142,24 @@ def write_certificates(directory: Path, hosts: Sequence[str] = (), supernodes: i
     if owner is not None:
         _give(files.all(), owner)
     return files
+
+
+def _make_folder(directory: Path) -> None:
+    """Create ``directory`` (0700) if missing and check that files can be made in it, before any
+    key is generated: a folder that cannot be made or written is one line, not a traceback.
+
+    Raises:
+        FedleakError: it is a file, cannot be created (no such parent, read-only, no permission)
+            or is not writable.
+    """
+    if directory.exists() and not directory.is_dir():
+        raise FedleakError(f"{directory} is a file; expected a folder for the certificates")
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise FedleakError(f"{directory}: cannot create it: {error.strerror or error}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise FedleakError(f"{directory}: not writable")
 
 
 def _name(common_name: str) -> x509.Name:
@@ -174,11 +192,14 @@ def _pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def _write(path: Path, data: bytes, mode: int) -> None:
     """Write ``data`` with ``mode`` from the first byte (a private key is never readable by others)."""
-    path.unlink(missing_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(data)
-    os.chmod(path, mode)  # the umask may have taken bits away
+    try:
+        path.unlink(missing_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+        os.chmod(path, mode)  # the umask may have taken bits away
+    except OSError as error:  # e.g. the disk full, or a folder in the file's place
+        raise FedleakError(f"{path}: cannot write it: {error.strerror or error}") from None
 
 
 def _give(paths: list[Path], owner: int) -> None:

@@ -2,7 +2,7 @@
 
 :func:`run_server` opens a :class:`~fedleak.federation.run.ServerRun` and drives it
 through Flower's Message API (:func:`run_federation`) or, when a defense needs it
-(SecAgg+), through the legacy path in :mod:`fedleak.federation.legacy`.
+(SecAgg+), through the legacy path in :mod:`fedleak.federation.secagg_path`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fedleak.adversary.progress import Progress
 from fedleak.core import wire
 from fedleak.core.errors import RunFailed, first_line
 from fedleak.core.stopping import STOP
-from fedleak.federation import legacy, records
+from fedleak.federation import records, secagg_path
 from fedleak.federation.replies import ServerReplies
 from fedleak.federation.run import ServerRun, num_sampled_clients
 from fedleak.federation.strategy import AdversarialStrategy
@@ -77,7 +77,7 @@ def run_server(grid: Grid, context: Context, scenario: Scenario, run_dir: Path, 
     the stop made the round raise.
     """
     run = ServerRun.open(scenario, run_dir, progress, resume)
-    drive = legacy.run_federation if scenario.defense_pipeline().legacy_path else run_federation
+    drive = secagg_path.run_federation if scenario.defense_pipeline().legacy_path else run_federation
     try:
         if run.remaining_rounds > 0:
             drive(grid, context, run)

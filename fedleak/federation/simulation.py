@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +15,7 @@ from flwr.serverapp import ServerApp
 
 from fedleak.adversary.progress import Progress
 from fedleak.core.timing import PHASES
-from fedleak.federation.client import build_client_app
+from fedleak.federation.client_app import build_client_app
 from fedleak.federation.run import num_sampled_clients
 from fedleak.federation.server import build_server_app
 from fedleak.runners.ray_config import join_ray, start_local_ray
@@ -57,23 +58,22 @@ def run_simulated(server_app: ServerApp, scenario: Scenario, verbose: bool = Fal
     """
     from flwr.simulation import run_simulation
 
-    if not verbose:
-        logging.getLogger("flwr").setLevel(logging.WARNING)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     client_cpus, server_cpus = scenario.federation.client_cpus, None
     # Started (or joined) here, not by Flower's backend: on 127.0.0.1 only, its session folder
     # private, and the process's SIGTERM handler kept (fedleak.runners.ray_config). Actors' output
     # (SecAgg+ logs each stage at DEBUG) only when asked for. Flower's backend then uses this Ray.
-    with PHASES.measure("Ray start"):
+    ray_options = {"log_to_driver": verbose, **({} if verbose else {"logging_level": logging.WARNING})}
+    with PHASES.measure("Ray start"), _quiet(verbose):
         if ray_address is None:
             total = cpus or os.cpu_count() or 1
             ray_cpus = simulation_cpus(scenario, total)
             client_cpus = actor_cpus(scenario, ray_cpus)
             server_cpus = max(1, total - ray_cpus)
-            start_local_ray(num_cpus=ray_cpus, log_to_driver=verbose)
+            start_local_ray(num_cpus=ray_cpus, **ray_options)
         else:
-            join_ray(ray_address, log_to_driver=verbose)
-    with _torch_threads(server_cpus):
+            join_ray(ray_address, **ray_options)
+    with _torch_threads(server_cpus), _quiet(verbose):
         run_simulation(
             server_app=server_app,
             client_app=client_app or build_client_app(lambda _: scenario),
@@ -89,6 +89,26 @@ def actor_cpus(scenario: Scenario, ray_cpus: int) -> float:
     raised where it is fractional so that Flower, which starts ``ray_cpus / this`` actors, starts no
     more than a round's clients."""
     return max(min(scenario.federation.client_cpus, ray_cpus), ray_cpus / num_sampled_clients(scenario))
+
+
+@contextmanager
+def _quiet(verbose: bool) -> Iterator[None]:
+    """Without ``verbose``, the console shows fedleak's lines only while the block runs: Flower's
+    logger at ERROR (its ``run_simulation`` deprecation banner and strategy notes are WARNINGs)
+    and Ray's FutureWarning about ``RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO`` ignored — filtered, not
+    set: the variable would change which GPUs Ray's CPU-only actors see. Both are restored after."""
+    if verbose:
+        yield
+        return
+    flower = logging.getLogger("flwr")
+    level = flower.level
+    flower.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", category=FutureWarning)
+            yield
+    finally:
+        flower.setLevel(level)
 
 
 @contextmanager

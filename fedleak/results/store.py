@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # reading a run needs neither torch, the scoring nor the acco
     import torch
     from PIL.Image import Image
 
-    from fedleak.core.results import AttackResult, Epsilon
+    from fedleak.core.attack_results import AttackResult, Epsilon
 
 DATABASE = "results.sqlite"
 
@@ -333,9 +333,13 @@ class ResultStore:
         with self._lock:
             return [dict(row) for row in self._db.execute(sql, values)]
 
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run row stored here (one for a run directory): status, error, scenario, risk index, …"""
+        return self.query("SELECT * FROM runs")
+
     def run_row(self) -> dict[str, Any] | None:
-        """The run's row (status, error, the scenario, …); ``None`` before the run was started."""
-        rows = self.query("SELECT * FROM runs")
+        """The run's row; ``None`` before the run was started."""
+        rows = self.runs()
         return rows[0] if rows else None
 
     def accepted_updates(self) -> int:

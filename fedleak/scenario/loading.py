@@ -33,9 +33,11 @@ def read_toml(path: str | Path, kind: str) -> dict[str, Any]:
     """The table in a TOML file (``kind`` names the file in messages).
 
     Raises:
-        FedleakError: missing, unreadable, not UTF-8 or not TOML (one line).
+        FedleakError: missing, a folder, unreadable, not UTF-8 or not TOML (one line).
     """
     path = Path(path)
+    if path.is_dir():
+        raise FedleakError(f"{kind} {path} is a directory; expected a .toml file")
     if not path.is_file():
         raise FedleakError(f"{kind} not found: {path}")
     try:

@@ -2,7 +2,7 @@
 
 Two sources, one interface (:class:`GroundTruth`):
 
-* :class:`Evaluator` — fedleak's own runs. The ground truth is re-derived from the data
+* :class:`PlanTruth` — fedleak's own runs. The ground truth is re-derived from the data
   plan, the same pure function the client sampled its batches from; never taken from a
   Flower message.
 * :class:`ReportedTruth` — an attached app (:func:`fedleak.attach`). The server knows no
@@ -61,7 +61,7 @@ class GroundTruth(ABC):
         return scores, truth
 
 
-class Evaluator(GroundTruth):
+class PlanTruth(GroundTruth):
     """Knows the training pool and the data plan of a fedleak run."""
 
     def __init__(self, pool: ImageDataset, plan: DataPlan, training: TrainingConfig) -> None:

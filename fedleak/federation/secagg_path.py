@@ -2,7 +2,7 @@
 
 It reuses the Message API path's :class:`~fedleak.federation.run.ServerRun` and
 :class:`~fedleak.adversary.Adversary` (the client side is
-:class:`~fedleak.federation.client.LegacyClient`, around the same ``local_round``).
+:class:`~fedleak.federation.client_app.LegacyClient`, around the same ``local_round``).
 What is new is only the translation: the legacy strategy remembers what it sends and
 captures the unmasked aggregate; the SecAgg+ workflow's tap captures each masked vector.
 
