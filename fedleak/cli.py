@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fedleak.core.errors import FedleakError, RunFailed
+from fedleak.core.errors import FedleakError, RunFailed, first_line
 from fedleak.core.timing import PHASES
 
 if TYPE_CHECKING:
@@ -380,7 +380,7 @@ def audit(
     except UnsupportedArchitecture as error:
         raise FedleakError(f"audit: {model}: {error}") from None
     except RuntimeError as error:  # e.g. an input too small for the model's kernels
-        raise FedleakError(f"audit: {model} does not run on {input_shape}: {str(error).splitlines()[0]}") from None
+        raise FedleakError(f"audit: {model} does not run on {input_shape}: {first_line(error)}") from None
     console.print(audit_table(result, title=f"{model} on {'×'.join(map(str, shape))}"))
     console.print(f"risk index: {result.risk_index:.4f}")
 

@@ -14,10 +14,9 @@ from flwr.common.logger import warn_deprecated_feature
 from test_reattack import stored_run  # noqa: F401 - the fixture: a run directory with captures of round 1
 
 from fedleak import cli
-from fedleak.core.config import MAX_SEED
+from fedleak.core.config import MAX_PARAMETERS, MAX_SEED
 from fedleak.core.errors import FedleakError, first_line
 from fedleak.federation import simulation
-from fedleak.scenario.preflight import MAX_PARAMETERS
 
 from conftest import imported_after, tiny_scenario
 from test_reply_boundary import Federation

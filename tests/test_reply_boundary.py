@@ -201,5 +201,6 @@ def test_record_keys_are_the_strategys_own_unless_given():
     assert RecordKeys.of(own) == RecordKeys(arrays="w", config="c", weighted_by="n")
     wrapped = DifferentialPrivacyServerSideFixedClipping(own, noise_multiplier=1.0, clipping_norm=1.0,
                                                          num_sampled_clients=2)
-    assert RecordKeys.of(wrapped) == RecordKeys()  # a wrapper does not say what the strategy inside uses
-    assert RecordKeys.of(wrapped, weighted_by="n", arrays="w") == RecordKeys(arrays="w", weighted_by="n")
+    assert RecordKeys.of(wrapped) == RecordKeys(arrays="w", config="c", weighted_by="n")  # as Flower's wrapper reads it
+    assert RecordKeys.of(wrapped, weighted_by="m").weighted_by == "m"
+    assert RecordKeys.of(object()) == RecordKeys(weighted_by=None)  # a strategy that says nothing: nothing checked

@@ -56,9 +56,9 @@ from fedleak.attacks.linear_systems import (
     preactivation,
     spectrum,
 )
-from fedleak.core.errors import FedleakError
+from fedleak.core.config import MAX_PARAMETERS
+from fedleak.core.errors import FedleakError, first_line
 from fedleak.models import ImageClassifier, ModelSpec
-from fedleak.scenario.preflight import MAX_PARAMETERS
 
 
 @dataclass(frozen=True)
@@ -94,10 +94,14 @@ def check_auditable(spec: ModelSpec, seed: int = 0) -> None:
     mistyped class count (10⁸ classes: 25.6 GB for one float32 copy) must not reach the allocator.
 
     Raises:
-        FedleakError: more than :data:`~fedleak.scenario.preflight.MAX_PARAMETERS` parameters (one line).
+        FedleakError: more than :data:`~fedleak.core.config.MAX_PARAMETERS` parameters, or a model that
+            cannot be built at this size (one line).
     """
-    with torch.device("meta"):
-        size = sum(p.numel() for p in spec.build(seed=seed).parameters())
+    try:
+        size = spec.parameter_count(seed)
+    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as error:
+        raise FedleakError(f"audit: {spec.name} cannot be built for {'×'.join(map(str, spec.image_shape))} images: "
+                           f"{first_line(error)}") from None
     if size > MAX_PARAMETERS:
         raise FedleakError(f"audit: {spec.name} on {'×'.join(map(str, spec.image_shape))} images with "
                            f"{spec.num_classes:,} classes: {size:,} parameters; at most {MAX_PARAMETERS:,}")

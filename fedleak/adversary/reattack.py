@@ -49,9 +49,9 @@ class Selection:
     partitions: Collection[int] | None = None
 
     def selects(self, update: ClientUpdate) -> bool:
-        return self.names(update.server_round, update.partition_id)
+        return self.includes(update.server_round, update.partition_id)
 
-    def names(self, server_round: int, partition_id: int | None) -> bool:
+    def includes(self, server_round: int, partition_id: int | None) -> bool:
         """Whether the update of ``partition_id`` (``None``: an aggregate) in ``server_round`` is selected."""
         return ((self.rounds is None or server_round in self.rounds)
                 and (self.partitions is None or partition_id in self.partitions))
@@ -160,7 +160,7 @@ def selected_files(captures: CaptureStore, selection: Selection) -> tuple[tuple[
         scope = "the selected rounds" if selection.rounds is not None else "the stored rounds"
         raise FedleakError(f"{where}: {_named('client', missing)} not among the clients captured in {scope} "
                            f"({_listed(clients) or 'none: aggregates only'})")
-    return tuple(file for file, entries in contents.items() if any(selection.names(*e) for e in entries))
+    return tuple(file for file, entries in contents.items() if any(selection.includes(*e) for e in entries))
 
 
 def _header(captures: CaptureStore, server_round: int, kind: str) -> list[tuple[int, int | None]]:

@@ -54,6 +54,9 @@ class PartitionConfig(Strict):
     num_clients: int = Field(4, ge=1, le=10_000)
 
 
+MAX_PARAMETERS = 200_000_000
+"""The largest model a run or an audit takes: 800 MB per float32 copy; the server holds several per
+client and round (and the audit several float64 ones)."""
 MAX_LR = 1000.0
 """Steps this large move weights by orders of magnitude more than their scale (a typo, not a
 study); a smaller rate that still diverges is caught at the server, as non-finite replies."""

@@ -16,7 +16,8 @@ What the server knows differs from a fedleak run, and so does the boundary:
   (``updates.warning``); it never stops the run.
 * **Replies the user's strategy could not aggregate are dropped before it sees them**, each
   stored with its reason: a client error, weights whose keys, shapes or dtypes are not the
-  model's or that are not finite, no weighting key (``num-examples`` for FedAvg), or metrics
+  model's or that are not finite, no usable weighting metric (the strategy's ``weighted_by_key``,
+  see :class:`~fedleak.federation.records.RecordKeys`), or metrics
   whose keys differ from the round's other replies (Flower's FedAvg refuses the whole round
   then). A round with nothing left is the user's strategy's to handle (FedAvg keeps the model).
 * Clients are numbered in the order the server first sent to them (``partition_id`` in the
@@ -68,7 +69,6 @@ def attach(
     name: str = "app",
     model_options: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
-    arrayrecord_key: str | None = None,
     configrecord_key: str | None = None,
     weighted_by_key: str | None = None,
     **settings: Any,
@@ -99,11 +99,11 @@ def attach(
         Constructor arguments of ``model``.
     progress : Progress, optional
         Where rounds and attacks are reported (default: a line each on stderr).
-    arrayrecord_key, configrecord_key, weighted_by_key : str, optional
-        Where the strategy's messages keep their weights and train config, and the reply metric it
-        weights by, as Flower's FedAvg names them; by default the strategy's own (FedAvg and its
-        subclasses have them), else Flower's defaults. Give them for a wrapped strategy (a DP
-        wrapper around a FedAvg with other keys): the wrapper does not say what it wraps uses.
+    configrecord_key, weighted_by_key : str, optional
+        Where the strategy's messages keep the train config, and the reply metric it weights by, as
+        Flower's FedAvg names them; by default the strategy's own (FedAvg and its subclasses have
+        them) or, for a wrapper, the strategy it wraps (``.strategy``, as Flower's DP wrappers keep
+        it); else Flower's default record name, and no weighting metric checked.
     **settings
         The client training the server assumes where replies and its train config are silent
         (``lr``, ``batch_size``, ``local_epochs``, ``local_steps``), and scenario sections
@@ -131,7 +131,7 @@ def attach(
     scenario = parse_scenario(table, source="fedleak.attach")
     out_dir = Path(store).absolute()
     check_out_dir(out_dir)
-    keys = RecordKeys.of(strategy, arrayrecord_key, configrecord_key, weighted_by_key)
+    keys = RecordKeys.of(strategy, configrecord_key, weighted_by_key)
     return AttachedStrategy(strategy, scenario, out_dir, progress or ConsoleProgress(), keys)
 
 
@@ -250,10 +250,3 @@ class CapturingStrategy(AdversarialStrategy):
     def before_aggregate(self, server_round: int, accepted: int, rejected: list[RejectedReply],
                          replies: int) -> None:
         """Nothing: an empty round is the user's strategy's to handle."""
-
-
-
-
-
-
-

@@ -65,28 +65,32 @@ def scalar(record: Mapping[str, Any], key: str) -> float:
 @dataclass(frozen=True)
 class RecordKeys:
     """Where a message keeps what fedleak reads: the names of its records, and the metric replies
-    are weighted by. The defaults are Flower's FedAvg's (its ``arrayrecord_key``,
-    ``configrecord_key`` and ``weighted_by_key``), which fedleak's own clients and server use."""
+    are weighted by (``None``: the strategy weights by none that fedleak knows, and none is checked).
+    The defaults are Flower's FedAvg's (its ``arrayrecord_key``, ``configrecord_key`` and
+    ``weighted_by_key``), which fedleak's own clients and server use."""
 
     arrays: str = "arrays"
     config: str = "config"
     metrics: str = "metrics"
-    weighted_by: str = "num-examples"
+    weighted_by: str | None = "num-examples"
 
     @classmethod
-    def of(cls, strategy: object, arrays: str | None = None, config: str | None = None,
-           weighted_by: str | None = None) -> RecordKeys:
-        """The keys a strategy uses: each given one, else the strategy's own attribute (FedAvg and its
-        subclasses have them; a wrapper such as Flower's DP ones does not), else Flower's default."""
+    def of(cls, strategy: object, config: str | None = None, weighted_by: str | None = None) -> RecordKeys:
+        """The keys ``strategy`` uses: each one given, else the strategy's own attribute (FedAvg and its
+        subclasses have them), else that of the strategy it wraps (``.strategy``, where Flower's DP
+        wrappers keep it); record names not found are Flower's defaults, a weighting metric not
+        found is ``None``. (A stock reply's weights are its one ArrayRecord, whatever its name.)"""
+        def found(given: str | None, attribute: str) -> str | None:
+            for holder in (strategy, getattr(strategy, "strategy", None)):
+                value = getattr(holder, attribute, None)
+                if given is None and isinstance(value, str):
+                    return value
+            return given
+
         default = cls()
-
-        def chosen(given: str | None, attribute: str, fallback: str) -> str:
-            found = getattr(strategy, attribute, None)
-            return given or (found if isinstance(found, str) else fallback)
-
-        return cls(chosen(arrays, "arrayrecord_key", default.arrays),
-                   chosen(config, "configrecord_key", default.config), default.metrics,
-                   chosen(weighted_by, "weighted_by_key", default.weighted_by))
+        return cls(found(None, "arrayrecord_key") or default.arrays,
+                   found(config, "configrecord_key") or default.config, default.metrics,
+                   found(weighted_by, "weighted_by_key"))
 
 
 KEYS = RecordKeys()
@@ -111,10 +115,10 @@ def reply_content(arrays: dict[str, np.ndarray], encoding: str | None,
     return content
 
 
-def received_weights(content: RecordDict, sent: Weights) -> Weights:
-    """The weights a reply stands for: decoded by the quantizer it names, if any (then in the
-    sent model's dtypes: the encoding carries Δ, an integer buffer's too, as floats)."""
-    arrays = {k: a.numpy() for k, a in content.array_records[KEYS.arrays].items()}
+def received_weights(content: RecordDict, sent: Weights, key: str = KEYS.arrays) -> Weights:
+    """The weights a reply stands for (its ArrayRecord ``key``): decoded by the quantizer it names, if
+    any (then in the sent model's dtypes: the encoding carries Δ, an integer buffer's too, as floats)."""
+    arrays = {k: a.numpy() for k, a in content.array_records[key].items()}
     if wire.WIRE not in content:
         return {k: torch.from_numpy(np.array(a)) for k, a in arrays.items()}
     delta = DEFENSES.get(str(content[wire.WIRE][wire.ENCODING])).decode(arrays)

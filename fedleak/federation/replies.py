@@ -71,7 +71,8 @@ class ReplyChecker:
         """A Message API reply's metrics and weights, checked (:meth:`check`)."""
         record = content.get(self.keys.metrics)
         metrics = record if isinstance(record, MetricRecord) else None
-        return self.check(server_round, node_id, metrics, lambda: records.received_weights(content, sent), sent)
+        return self.check(server_round, node_id, metrics,
+                          lambda: records.received_weights(content, sent, self.keys.arrays), sent)
 
     def check(self, server_round: int, node_id: int, metrics: Mapping[str, Any] | None,
               received: Callable[[], Weights], sent: Weights) -> ClientUpdate | RejectedReply:
@@ -168,7 +169,7 @@ METADATA_KEYS: dict[str, tuple[str, ...]] = {
 
 
 class AppReplies:
-    """Reads an attached app's replies (the :class:`~fedleak.federation.strategy.ReplyReader` for it)."""
+    """Reads an attached app's replies (the :class:`~fedleak.federation.replies.ReplyReader` for it)."""
 
     def __init__(self, run_id: str, app: AppConfig, first_client: int = 0,
                  config: Mapping[str, Any] | None = None, keys: RecordKeys = KEYS) -> None:
@@ -263,10 +264,12 @@ class AppReplies:
 
 
 def _unaggregatable(metrics: Mapping[str, Any], keys: frozenset[str], common: frozenset[str],
-                    weighting_key: str) -> str | None:
-    value = metrics.get(weighting_key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        return f"no usable '{weighting_key}' in its metrics (the strategy weights replies by it)"
+                    weighting_key: str | None) -> str | None:
+    """Why the strategy could not aggregate this reply with the round's others; ``None``: it can."""
+    if weighting_key is not None:
+        value = metrics.get(weighting_key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            return f"no usable '{weighting_key}' in its metrics (the strategy weights replies by it)"
     if keys != common:
         differ = sorted(keys ^ common)
         return (f"its metrics differ from the round's other replies in {', '.join(differ[:3])} "
@@ -348,7 +351,7 @@ STOCK_CLIENT = f"a stock client (no {wire.PARTITION_ID} in its metrics): not in 
 
 
 class ServerReplies:
-    """The boundary of fedleak's own run (a :class:`~fedleak.federation.strategy.ReplyReader`).
+    """The boundary of fedleak's own run (a :class:`~fedleak.federation.replies.ReplyReader`).
 
     fedleak's clients' replies are checked against the data plan (:class:`ReplyChecker`). A
     stock Flower client's — no ``partition-id`` among its metrics — is read as an attached

@@ -39,8 +39,6 @@ def mean_train_loss(replies: list[RecordDict], weighting_key: str) -> MetricReco
     return MetricRecord({wire.TRAIN_LOSS: loss})
 
 
-
-
 def run_federation(grid: Grid, context: Context, run: ServerRun) -> None:
     """The Message API path: FedAvg (inside any defense's Flower wrapper) under the adversary,
     for the rounds after the last completed one (all of them, unless the run is resumed)."""

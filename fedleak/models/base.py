@@ -163,6 +163,12 @@ class ModelSpec:
                     nn.init.uniform_(parameter, -self.config.init_bound, self.config.init_bound)
         return ImageClassifier(body, self.image_shape, self.num_classes, self.mean, self.std)
 
+    def parameter_count(self, seed: int = 0) -> int:
+        """How many parameters the model has, counted on PyTorch's ``meta`` device (shapes, no memory):
+        a model too large to build is measured without being built."""
+        with torch.device("meta"):
+            return sum(p.numel() for p in self.build(seed=seed).parameters())
+
     def with_weights(self, weights: Mapping[str, torch.Tensor]) -> ImageClassifier:
         """The model carrying ``weights`` (a ``state_dict``)."""
         model = self.build()

@@ -19,6 +19,7 @@ Layout of a run directory (0700; every file in it 0600, whatever the umask)::
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import sqlite3
@@ -334,8 +335,10 @@ class ResultStore:
             return [dict(row) for row in self._db.execute(sql, values)]
 
     def runs(self) -> list[dict[str, Any]]:
-        """Every run row stored here (one for a run directory): status, error, scenario, risk index, …"""
-        return self.query("SELECT * FROM runs")
+        """Every run row stored here (one for a run directory): its id and name, status and error, the
+        scenario, the model's risk index. Named columns: a database without them is not fedleak's
+        (``sqlite3.Error``, which the commands turn into one line)."""
+        return self.query("SELECT run_id, name, status, error, scenario, risk_index FROM runs")
 
     def run_row(self) -> dict[str, Any] | None:
         """The run's row; ``None`` before the run was started."""
@@ -349,7 +352,9 @@ class ResultStore:
     def stored_round(self, server_round: int) -> tuple[float, float]:
         """A completed round's test accuracy and loss."""
         row = self.query("SELECT test_accuracy, test_loss FROM rounds WHERE round = ?", server_round)[0]
-        return float(row["test_accuracy"]), float(row["test_loss"])
+        accuracy, loss = (math.nan if v is None else float(v)  # SQLite stores NaN as NULL
+                          for v in (row["test_accuracy"], row["test_loss"]))
+        return accuracy, loss
 
     def accepted_participations(self) -> list[dict[str, Any]]:
         """Every accepted update in the order it was stored: round, node, partition (or the partitions of

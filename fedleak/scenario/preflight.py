@@ -14,14 +14,11 @@ import math
 
 import torch
 
-from fedleak.core.config import MAX_LOCAL_STEPS, TrainingConfig
+from fedleak.core.config import MAX_LOCAL_STEPS, MAX_PARAMETERS, TrainingConfig
 from fedleak.core.errors import FedleakError, first_line
 from fedleak.data import DataPlan, DatasetSplits, build_plan, load_dataset
 from fedleak.models import ImageClassifier
 from fedleak.scenario import Scenario
-
-MAX_PARAMETERS = 200_000_000
-"""800 MB per float32 copy; the server holds several per client and round."""
 
 
 def check_runnable(scenario: Scenario) -> None:
@@ -57,8 +54,7 @@ def check_model(scenario: Scenario, splits: DatasetSplits, batch: int = 2) -> No
     spec = scenario.model_spec(splits)
     where = f"model {spec.name} on {'×'.join(map(str, spec.image_shape))} images"
     try:
-        with torch.device("meta"):
-            size = sum(p.numel() for p in spec.build(seed=scenario.seed).parameters())
+        size = spec.parameter_count(seed=scenario.seed)
         if size > MAX_PARAMETERS:
             raise FedleakError(f"{where}: {size:,} parameters; at most {MAX_PARAMETERS:,}")
         model = spec.build(seed=scenario.seed)
