@@ -113,15 +113,14 @@ def measure(config: Configuration, args: argparse.Namespace, out: Path) -> dict[
     store = ResultStore.open_existing(simulate(scenario, new_run_dir(out, scenario.name)))
     result: dict[str, Any] = {"label": config.label, "clients": clients}
     for attack in ("dlg", "idlg"):
-        rows = store.query("SELECT * FROM attack_results WHERE attack = ?", attack)
+        rows = store.attack_results(attack)
         result[attack] = summarise([r for r in rows if r["partition_id"] >= 0])
         result[f"{attack} aggregate"] = summarise([r for r in rows if r["partition_id"] < 0])
     result["leakage seconds"] = time.perf_counter() - started
     if not args.skip_utility:
         scenario = utility_scenario(config, args.data_root)
         store = ResultStore.open_existing(simulate(scenario, new_run_dir(out, scenario.name)))
-        result["accuracy"] = store.query("SELECT test_accuracy FROM rounds ORDER BY round DESC LIMIT 1")[0][
-            "test_accuracy"]
+        result["accuracy"] = store.rounds()[-1]["test_accuracy"]
     return result
 
 

@@ -36,7 +36,7 @@ def round_times(run_dir: Path) -> list[float]:
     """Seconds of each round after the first (from the stored finish times)."""
     store = ResultStore.open_existing(run_dir)
     try:
-        finished = [r["finished"] for r in store.query("SELECT finished FROM rounds ORDER BY round")]
+        finished = [r["finished"] for r in store.rounds()]
     finally:
         store.close()
     return [later - earlier for earlier, later in zip(finished[1:], finished[2:])]

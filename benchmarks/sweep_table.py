@@ -13,11 +13,11 @@ Reads the stores only (``fedleak.results.compare``); prints the wall time each a
 from __future__ import annotations
 
 import argparse
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 from fedleak.results.compare import compare
+from fedleak.results.store import ResultStore
 
 
 def _cell(row: dict[str, Any] | None) -> str:
@@ -32,9 +32,12 @@ def _epsilon(value: float | None) -> str:
 
 def _seconds(run_dir: Path) -> str:
     """From the run's start to its end as stored (the arm's process start-up not included)."""
-    with sqlite3.connect(f"file:{run_dir / 'results.sqlite'}?mode=ro", uri=True) as db:
-        started, finished = db.execute("SELECT started, finished FROM runs").fetchone()
-    return "–" if finished is None else f"{finished - started:.0f}"
+    store = ResultStore.open_existing(run_dir)
+    try:
+        run = store.run_row()
+    finally:
+        store.close()
+    return "–" if run is None or run["finished"] is None else f"{run['finished'] - run['started']:.0f}"
 
 
 def main() -> None:

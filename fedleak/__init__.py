@@ -7,7 +7,7 @@ defenses — does not pay for importing the rest.
 
 The layers, bottom up: :mod:`fedleak.core` (config, registries, plugins, errors, the
 captured update); the components (:mod:`~fedleak.data`, :mod:`~fedleak.models`,
-:mod:`~fedleak.results` (the store and its tables), :mod:`~fedleak.defenses`,
+:mod:`~fedleak.results` (the store: its schema, statuses and tables), :mod:`~fedleak.defenses`,
 :mod:`~fedleak.attacks`, :mod:`~fedleak.runners`); :mod:`fedleak.scenario` (the schema
 composing them, and the pre-flight checks); :mod:`fedleak.client` (local training) and
 :mod:`fedleak.adversary` (capture → attack → score → store); :mod:`fedleak.federation`
@@ -26,7 +26,7 @@ __all__, __getattr__, __dir__ = lazy_exports(globals(), {
     "fedleak.core.errors": ["FedleakError"],
     "fedleak.core.registry": ["Registry"],
     "fedleak.adversary.ground_truth": ["PlanTruth"],
-    "fedleak.core.attack_results": ["AttackResult", "Epsilon"],
+    "fedleak.results.rows": ["AttackResult", "AttackStatus", "Epsilon", "RejectedReply", "ReplyStatus", "RunStatus"],
     "fedleak.models": ["MODELS", "ImageClassifier", "ModelSpec"],
     "fedleak.adversary.privacy": ["PrivacyLedger"],
     "fedleak.runners": ["RUNNERS", "AttackRunner"],

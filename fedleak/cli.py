@@ -24,6 +24,7 @@ from rich.table import Table
 
 from fedleak.core.errors import FedleakError, RunFailed, first_line
 from fedleak.core.timing import PHASES
+from fedleak.results.rows import AttackStatus, ReplyStatus, RunStatus
 
 if TYPE_CHECKING:
     from fedleak.results.compare import Comparison
@@ -123,12 +124,12 @@ def resume(
         run = store.run_row()
     finally:
         store.close()
-    status = shown_status(run_dir, run["status"]) if run else "empty"
-    if status != "interrupted":
-        why = {"running": "it is still running (another fedleak process holds it)",
-               "finished": "it has finished: nothing to resume",
-               "empty": "it stored no run"}.get(status, f"it {status} ({run['error'] if run else ''}): "
-                                                         "run its scenario.toml again")
+    status = shown_status(run_dir, run["status"]) if run else None
+    if status != RunStatus.INTERRUPTED:
+        reasons: dict[str | None, str] = {RunStatus.RUNNING: "it is still running (another fedleak process holds it)",
+                                          RunStatus.FINISHED: "it has finished: nothing to resume",
+                                          None: "it stored no run"}
+        why = reasons.get(status, f"it {status} ({run['error'] if run else ''}): run its scenario.toml again")
         raise FedleakError(f"{run_dir}: cannot resume: {why}")
     scenario = load_scenario(run_dir / "scenario.toml")
     if scenario.defense_pipeline().legacy_path:
@@ -181,7 +182,7 @@ def _raise_if_failed(run_dir: Path) -> None:
         run = store.run_row()
     finally:
         store.close()
-    if run is not None and run["status"] != "finished":
+    if run is not None and run["status"] != RunStatus.FINISHED:
         raise RunFailed(f"run {shown_status(run_dir, run['status'])}: {run['error'] or 'no reason stored'}")
 
 
@@ -224,15 +225,16 @@ def _print_run(store: ResultStore, run_dir: Path, run_row: dict[str, Any]) -> No
     risk = "not auditable" if run_row["risk_index"] is None else f"{run_row['risk_index']:.3f}"
     summary = run_summary(store, run_row["run_id"])
     replies, attacks = summary.replies, summary.attacks
-    console.print(f"client replies: {replies['accepted']} accepted, {replies['rejected']} rejected, "
-                  f"{replies['failed']} failed")
+    console.print(f"client replies: {replies[ReplyStatus.ACCEPTED]} accepted, {replies[ReplyStatus.REJECTED]} "
+                  f"rejected, {replies[ReplyStatus.FAILED]} failed")
     if summary.warned:
         console.print(f"  {summary.warned} accepted with warnings, e.g.: {summary.first_warning}", markup=False)
     _print_sanity(summary.sanity)
-    unscored = (f"{attacks['unscored']} unscored (no ground truth: stored whole in reconstructions/), "
-                if attacks["unscored"] else "")
-    console.print(f"attacks: {attacks['ok']} finished, {unscored}{attacks['failed']} failed, "
-                  f"{attacks['not_applicable']} not applicable, {attacks['cancelled']} cancelled at the end of the run")
+    unscored = (f"{attacks[AttackStatus.UNSCORED]} unscored (no ground truth: stored whole in reconstructions/), "
+                if attacks[AttackStatus.UNSCORED] else "")
+    console.print(f"attacks: {attacks[AttackStatus.OK]} finished, {unscored}{attacks[AttackStatus.FAILED]} failed, "
+                  f"{attacks[AttackStatus.NOT_APPLICABLE]} not applicable, {attacks[AttackStatus.CANCELLED]} "
+                  "cancelled at the end of the run")
     captures = CaptureStore(run_dir)
     files, size = captures.size_bytes()
     updates = captures.count_updates()
@@ -241,10 +243,10 @@ def _print_run(store: ResultStore, run_dir: Path, run_row: dict[str, Any]) -> No
                   f"{per_update} ({run_dir / 'captures'})", markup=False)
     status = shown_status(run_dir, run_row["status"])
     error = run_row["error"]
-    if status == "interrupted" and run_row["status"] == "running":
+    if status == RunStatus.INTERRUPTED and run_row["status"] == RunStatus.RUNNING:
         rounds = tomllib.loads((run_dir / "scenario.toml").read_text()).get("federation", {}).get("rounds", "?")
         error = f"its process died after round {checkpoint_round(run_dir) or 0} of {rounds}"
-    if status == "interrupted":
+    if status == RunStatus.INTERRUPTED:
         error = f"{error}; 'fedleak resume {run_dir}' continues it"
     console.print(f"status: {status}{f' ({error})' if error else ''} · model risk index: {risk} (fedleak audit; "
                   f"0 = fully recoverable) · images: {run_dir / 'images'}", markup=False)
@@ -265,6 +267,7 @@ def sweep(
     from fedleak.results.store import check_out_dir
     from fedleak.sweep import SweepRunner, load_sweep
     from fedleak.sweep.progress import SweepView
+    from fedleak.sweep.runner import SKIPPED
 
     resolved = load_sweep(sweep_file, set_)
     check_out_dir(out)
@@ -287,7 +290,7 @@ def sweep(
         _print_comparison(compare_runs([sweep_dir]))
     except FedleakError as error:  # no arm stored anything: the failures below say why
         console.print(f"nothing to compare: {error}", markup=False)
-    failed = [arm for arm, status in outcome.items() if status not in ("finished", "skipped")]
+    failed = [arm for arm, status in outcome.items() if status not in (RunStatus.FINISHED, SKIPPED)]
     if failed:
         raise RunFailed(f"{len(failed)} of {len(outcome)} arms did not finish ({', '.join(failed)}); "
                         f"their logs: {sweep_dir}/<arm>/log.txt; run the same command to retry them")

@@ -11,7 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
+
+# The suite runs in several pytest workers (pyproject's addopts): OpenMP threads that spin while
+# they wait for work would burn the cores the other workers need (set before torch starts its pool).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch  # noqa: E402
 
 from fedleak.adversary import Adversary
 from fedleak.attacks import ATTACKS
@@ -23,6 +27,20 @@ from fedleak.models import ModelSpec
 from fedleak.scenario import Scenario, parse_scenario
 
 MNIST_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker per core and one more. About half of the suite's wall time is spent
+    waiting for processes it started (Flower, Ray, the CLI) rather than computing, so an extra
+    worker keeps the cores busy (the whole suite on 2 cores: 565 s serially, 365 s with 2 workers,
+    339 s with 3, 365 s with 4)."""
+    return min(8, (os.cpu_count() or 1) + 1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules that share a module fixture (marked ``xdist_group``) first: they are the suite's longest
+    units of work, and a worker that takes one last would run on alone after the others finished."""
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)  # stable: order kept within
 
 
 def imported_after(code: str, watched: Iterable[str]) -> list[str]:
@@ -61,7 +79,8 @@ def fedsgd_update(scenario: Scenario, partition_id: int = 0, server_round: int =
 
 @pytest.fixture(autouse=True)
 def _few_threads():
-    torch.set_num_threads(2)
+    """Two threads in a lone pytest, one per worker when the workers share the cores."""
+    torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture(autouse=True)

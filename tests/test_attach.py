@@ -37,6 +37,8 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "attach_to_your_app
 sys.path.insert(0, str(EXAMPLE))
 from attach_example.task import MEAN, STD, Digits, Net  # noqa: E402
 
+pytestmark = pytest.mark.xdist_group("test_attach")  # its module fixture runs once, on one worker
+
 
 def _rows(run_dir: Path, sql: str) -> list[sqlite3.Row]:
     db = sqlite3.connect(run_dir / "results.sqlite")

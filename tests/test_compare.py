@@ -2,9 +2,9 @@
 
 import pytest
 
-from fedleak.core.attack_results import AttackResult, Epsilon
 from fedleak.core.errors import FedleakError
 from fedleak.results.compare import compare, points
+from fedleak.results.rows import AttackResult, Epsilon
 from fedleak.results.store import ResultStore
 
 PLAN = {"seed": 0, "shards": "a", "schedule": {"batch_size": 1}, "pool": "p", "initial_model": "m"}

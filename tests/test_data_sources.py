@@ -31,6 +31,8 @@ from fedleak.scenario import parse_scenario
 
 from conftest import imported_after, tiny_scenario
 
+pytestmark = pytest.mark.xdist_group("test_data_sources")  # its module fixture runs once, on one worker
+
 QUICKSTART = Path(__file__).resolve().parents[1] / "scenarios" / "quickstart.toml"
 
 

@@ -16,6 +16,8 @@ from fedleak.federation import simulate
 from fedleak.results.store import ResultStore, new_run_dir
 from fedleak.scenario import load_scenario
 
+pytestmark = pytest.mark.xdist_group("test_deployment")  # its module fixture runs once, on one worker
+
 REPO = Path(__file__).resolve().parents[1]
 SCORES = ("round", "partition_id", "attack", "status", "mse", "psnr", "ssim", "label_accuracy")
 

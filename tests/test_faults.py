@@ -24,6 +24,8 @@ import pytest
 
 from fedleak.results.checkpoint import checkpoint_round
 
+pytestmark = pytest.mark.xdist_group("test_faults")  # its module fixture runs once, on one worker
+
 ROUNDS = 5
 SCENARIO = f"""
 name = "faults"

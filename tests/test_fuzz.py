@@ -34,6 +34,8 @@ from fedleak.scenario.preflight import check_runnable
 from conftest import tiny_scenario
 from test_reply_boundary import Federation
 
+pytestmark = pytest.mark.xdist_group("test_fuzz")  # its module fixture runs once, on one worker
+
 EXAMPLES = int(os.environ.get("FEDLEAK_FUZZ_EXAMPLES", "500"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -26,6 +26,8 @@ from fedleak.data import load_dataset
 from fedleak.models import ImageClassifier
 from fedleak.models.mlp import MLP, MLPConfig
 
+pytestmark = pytest.mark.xdist_group("test_kkt")  # its module fixture runs once, on one worker
+
 TRAIN_SIZE = 20
 EPOCHS = 6000
 TRAIN_LR = 0.5

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from fedleak.results.rows import AttackStatus, ReplyStatus, RunStatus
+
 PACKAGE = Path(__file__).resolve().parents[1] / "fedleak"
 ROOT = "fedleak"
 """The package itself (``fedleak/__init__.py``'s public API, ``__main__``): the top layer."""
@@ -95,3 +97,39 @@ def test_the_architecture_page_lists_the_folders_in_their_layers_order():
     listed = [_layer_of(PACKAGE / path) for path in re.findall(r"^\|[^|]*\| `fedleak/([\w./]+?)/?` ", table, re.M)]
     assert sorted(set(listed)) == sorted(LEVEL)  # every layer, each module folder named
     assert [LEVEL[name] for name in listed] == sorted(LEVEL[name] for name in listed), listed
+
+
+_SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|DROP)\b.*\b(FROM|INTO|SET|TABLE)\b", re.I | re.S)
+_STATUSES = {str(status) for vocabulary in (RunStatus, ReplyStatus, AttackStatus) for status in vocabulary}
+_OTHER_MEANINGS = {("adversary/sanity.py", "failed"), ("adversary/adversary.py", "failed"),  # a sanity verdict
+                   ("federation/run_config.py", "rejected")}  # the name of a rejected scenario's run directory
+"""Strings equal to a stored status that mean something else where they stand."""
+
+
+def _strings(path: Path) -> list[str]:
+    """Every string constant of ``path`` that is not a docstring."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                  and node.body and isinstance(node.body[0], ast.Expr)}
+    return [node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if _layer_of(p) != "results"],
+                         ids=lambda path: str(path.relative_to(PACKAGE)))
+def test_sql_and_status_strings_live_only_in_the_store(path):
+    relative = str(path.relative_to(PACKAGE))
+    strings = _strings(path)
+    assert not [s for s in strings if _SQL.match(s)], f"{relative} holds SQL: the store's named reads belong in results/"
+    statuses = {s for s in strings if s in _STATUSES and (relative, s) not in _OTHER_MEANINGS}
+    assert not statuses, f"{relative} spells stored statuses {sorted(statuses)}: use fedleak.results.rows' members"
+
+
+def test_the_store_check_sees_sql_and_a_spelled_status(tmp_path):
+    """The check above fails on the code it exists to keep out."""
+    module = tmp_path / "module.py"
+    module.write_text('"""A docstring that says finished."""\nq = "SELECT status FROM runs"\nok = s == "finished"\n')
+    strings = _strings(module)
+    assert [s for s in strings if _SQL.match(s)] == ["SELECT status FROM runs"]
+    assert [s for s in strings if s in _STATUSES] == ["finished"]

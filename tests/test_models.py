@@ -40,6 +40,8 @@ from fedleak.scenario.preflight import check_runnable
 
 from conftest import fedsgd_update, tiny_scenario
 
+pytestmark = pytest.mark.xdist_group("test_models")  # its module fixture runs once, on one worker
+
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the simulated clients cannot import this module
 
 COLOUR = "colour-test"

@@ -19,6 +19,8 @@ from fedleak.data.partitioners.iid import IidConfig
 
 from conftest import imported_after
 
+pytestmark = pytest.mark.xdist_group("test_partition")  # its module fixture runs once, on one worker
+
 SYNTHETIC = torch.as_tensor(np.array([9, 1, 6, 3])[np.random.default_rng(0).integers(0, 4, 60)])
 """60 labels from four classes that are neither contiguous nor sorted by first appearance."""
 

@@ -14,6 +14,8 @@ import pytest
 
 from fedleak.results.store import ResultStore
 
+pytestmark = pytest.mark.xdist_group("test_plugins")  # its module fixture runs once, on one worker
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fedleak-plugin-example"
 
 

@@ -17,6 +17,8 @@ from test_deployment import _only_run, _scores
 
 from fedleak.deploy.local import LocalDeployment
 
+pytestmark = pytest.mark.xdist_group("test_ray_cluster")  # its module fixture runs once, on one worker
+
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "scenarios" / "quickstart.toml")
 SETS = ["--set", "federation.rounds=2", "--set", "federation.test_samples=50", "--set", "partition.num_clients=2",

@@ -23,6 +23,8 @@ from fedleak.runners.ray_config import RayRunnerConfig
 
 from conftest import fedsgd_update, tiny_scenario
 
+pytestmark = pytest.mark.xdist_group("test_ray_runner")  # its module fixture runs once, on one worker
+
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
 
 

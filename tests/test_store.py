@@ -3,8 +3,8 @@ import sqlite3
 import pytest
 import torch
 
-from fedleak.core.attack_results import AttackResult
 from fedleak.core.updates import ClientUpdate, UpdateMetadata
+from fedleak.results.rows import AttackResult
 from fedleak.results.store import ResultStore
 
 

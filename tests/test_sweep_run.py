@@ -24,6 +24,8 @@ from fedleak.adversary.metrics import prior_reference
 from fedleak.data import build_plan, load_dataset
 from fedleak.sweep import load_sweep
 
+pytestmark = pytest.mark.xdist_group("test_sweep_run")  # its module fixture runs once, on one worker
+
 SWEEP = """
 name = "tiny-sweep"
 [base]

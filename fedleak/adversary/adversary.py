@@ -1,4 +1,4 @@
-"""The adversary: capture → attack → score → store.
+"""The adversary: capture → attack (→ :mod:`fedleak.adversary.outcomes`: score → store).
 
 It knows nothing of how updates arrive (Flower's Message API strategy, or the legacy
 path SecAgg+ needs): whatever captures replies turns each into a
@@ -13,27 +13,24 @@ import dataclasses
 import json
 import logging
 import math
-import re
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 from fedleak.adversary.ground_truth import GroundTruth
 from fedleak.adversary.malicious import random_query_weights
+from fedleak.adversary.outcomes import OutcomeRecorder
 from fedleak.adversary.privacy import PrivacyLedger
 from fedleak.adversary.progress import Progress
 from fedleak.adversary.sanity import SanityVerdict, check_update
 from fedleak.attacks import ATTACKS
-from fedleak.attacks.base import Reconstruction
-from fedleak.core.attack_results import NO_EPSILON, AttackResult, Epsilon
 from fedleak.core.errors import first_line
 from fedleak.core.stopping import STOP
-from fedleak.core.timing import PHASES
-from fedleak.core.updates import ClientUpdate, RejectedReply, Weights
+from fedleak.core.updates import ClientUpdate, Weights
 from fedleak.defenses import LocalRound
 from fedleak.models import ModelSpec
 from fedleak.results.captures import CaptureStore
-from fedleak.results.reconstructions import StoredReconstruction, write_reconstruction
+from fedleak.results.rows import NO_EPSILON, AttackStatus, Epsilon, RejectedReply
 from fedleak.results.store import ResultStore
 from fedleak.runners import AttackJob, AttackOutcome, AttackRunner
 from fedleak.scenario import Scenario
@@ -42,6 +39,10 @@ _log = logging.getLogger(__name__)
 
 
 class Adversary:
+    """One run's adversarial server: what it sends, which replies it keeps and attacks, the privacy
+    ledger of every participation, the sanity check of lab updates, resuming a stopped run's attacks.
+    Outcomes go to :attr:`outcomes`. Built by :func:`fedleak.adversary.assembly.open_adversary`."""
+
     def __init__(
         self,
         scenario: Scenario,
@@ -59,11 +60,11 @@ class Adversary:
         self.store = store
         self.runner = runner
         self.progress = progress or Progress()
-        self.variant = variant
-        """Stored with each result: an offline re-attack's label (:mod:`fedleak.adversary.reattack`)."""
         self.ledger = PrivacyLedger(scenario.defense_pipeline(), scenario.accounting.delta)
         self.captures = CaptureStore(store.directory)
-        self._epsilon: dict[tuple[int, tuple[int, ...]], Epsilon] = {}
+        self.outcomes = OutcomeRecorder(scenario, truth, store, self.progress, variant)
+        """Scores and stores what the runner returns (``variant``: an offline re-attack's label, stored with
+        each result); it holds the ε of each update the ledger accounted."""
         self._pending: dict[int, AttackJob] = {}
         """Jobs submitted and not yet stored, by identity (the runner reports the job it was given)."""
         self._pending_lock = threading.Lock()
@@ -148,7 +149,7 @@ class Adversary:
 
         An attack whose requirements the update cannot meet is stored "not applicable" at once."""
         epsilon = self._account(update)
-        self._epsilon[(update.server_round, update.partitions)] = epsilon
+        self.outcomes.epsilons[(update.server_round, update.partitions)] = epsilon
         self.store.record_update(update, epsilon, self.truth.batch_digest(update),
                                  None if sanity is None else str(sanity))
         return self.jobs_for(update, [attack.name for attack in self.scenario.attacks]) if self.wants(update) else []
@@ -169,7 +170,7 @@ class Adversary:
             job = AttackJob(update, attack.name, attack.config, self.model)  # type: ignore[arg-type]
             unmet = ATTACKS.get(attack.name).unmet_requirement(update)
             if unmet:
-                self.record_outcome(AttackOutcome.unfinished(job, unmet, "not applicable"))
+                self.record_outcome(AttackOutcome.unfinished(job, unmet, AttackStatus.NOT_APPLICABLE))
             else:
                 jobs.append(job)
         return jobs
@@ -198,7 +199,7 @@ class Adversary:
             jobs = list(self._pending.values())
             self._pending.clear()
         for job in jobs:
-            self.record_outcome(AttackOutcome.unfinished(job, reason, "cancelled"))
+            self.record_outcome(AttackOutcome.unfinished(job, reason, AttackStatus.CANCELLED))
         return len(jobs)
 
     def resume(self, last_round: int) -> int:
@@ -222,7 +223,7 @@ class Adversary:
             partitions = tuple(json.loads(row["aggregate_of"])) if row["aggregate_of"] else (row["partition_id"],)
             if not row["aggregate_of"]:
                 self._participate(row["partition_id"], row["batch_size"], row["local_steps"])
-            self._epsilon[(row["round"], partitions)] = Epsilon(row["epsilon"], row["model_epsilon"])
+            self.outcomes.epsilons[(row["round"], partitions)] = Epsilon(row["epsilon"], row["model_epsilon"])
         return rows
 
     def _carry(self, row: dict[str, Any], update: ClientUpdate | None, done: set[tuple[int, str, str]]) -> None:
@@ -252,83 +253,5 @@ class Adversary:
         return self.ledger.record(partition_id, LocalRound(shard_size, batch_size, local_steps))
 
     def record_outcome(self, outcome: AttackOutcome) -> None:
-        """Score a finished attack against the re-derived ground truth and store it.
-
-        Scoring or storing that fails is stored as a failed result with the reason (and
-        logged), so one bad outcome costs only its own row — with either runner."""
-        with PHASES.measure("scoring and storing"):
-            self._record_outcome(outcome)
-
-    def _record_outcome(self, outcome: AttackOutcome) -> None:
-        result = self._result(outcome)
-        image = kept = None
-        if outcome.reconstruction is not None:
-            kept = self._keep_whole(outcome, outcome.reconstruction)
-            try:
-                image = self._score(outcome, outcome.reconstruction, result)
-            except Exception as error:  # noqa: BLE001 - a scoring bug must not stop the round's other results
-                _log.exception("scoring %s failed", outcome.job.attack)
-                result = self._result(outcome, f"scoring failed: {type(error).__name__}: {first_line(error)}")
-        try:
-            self.store.record_attack(result, image, kept)
-        except Exception as error:  # noqa: BLE001 - e.g. extras SQLite cannot take: keep the row, without them
-            _log.exception("storing the result of %s failed", outcome.job.attack)
-            result = self._result(outcome, f"storing failed: {type(error).__name__}: {first_line(error)}")
-            self.store.record_attack(result)
-        self.progress.attack_finished(result)
-
-    def _result(self, outcome: AttackOutcome, failure: str | None = None) -> AttackResult:
-        """The stored record of ``outcome`` before scoring; ``failure`` overrides its status."""
-        update = outcome.job.update
-        epsilon = self._epsilon.get((update.server_round, update.partitions), NO_EPSILON)
-        return AttackResult(
-            run_id=update.run_id, server_round=update.server_round, node_id=update.node_id,
-            partition_id=update.partition_id, attack=outcome.job.attack,
-            status="failed" if failure else outcome.status, seconds=outcome.seconds,
-            error=failure or outcome.error, threat=self.scenario.threat.model_dump(mode="json"),
-            defenses=[d.as_table() for d in self.scenario.defenses],
-            epsilon=epsilon.update, model_epsilon=epsilon.model, random_query=update.random_query,
-            batch_seconds=outcome.batch_seconds, batch_size=outcome.batch_size,
-            attack_config=outcome.job.config.model_dump(mode="json"), variant=self.variant,
-        )
-
-    def _artifact_name(self, outcome: AttackOutcome) -> str:
-        """The file name (no suffix) of an outcome's image grid and kept reconstruction."""
-        update = outcome.job.update
-        name = f"r{update.server_round}-p{update.partition_id}-{outcome.job.attack}"
-        if self.variant:  # beside the run's own files, not over them
-            name += "-" + re.sub(r"[^A-Za-z0-9_.=-]+", "_", self.variant)
-        return name
-
-    def _keep_whole(self, outcome: AttackOutcome, reconstruction: Reconstruction) -> str | None:
-        """Store every image, label and extra the attack returned (under ``save_images``); the
-        file's path, or ``None`` (not kept, or the write failed: logged, the score still stored)."""
-        if not self.scenario.save_images:
-            return None
-        try:
-            return write_reconstruction(self.store.directory, self._artifact_name(outcome), StoredReconstruction(
-                reconstruction.images, reconstruction.labels, reconstruction.extras))
-        except Exception:  # noqa: BLE001 - e.g. a full disk: the scores matter more than the raw file
-            _log.exception("keeping the reconstruction of %s failed", outcome.job.attack)
-            return None
-
-    def _score(self, outcome: AttackOutcome, reconstruction: Reconstruction, result: AttackResult) -> str | None:
-        """Fill ``result``'s metrics from the matched scores (``unscored`` without a ground
-        truth); the saved image grid, if any."""
-        result.num_reconstructed = len(reconstruction.images)
-        result.extras = reconstruction.extras
-        scored = self.truth.score(outcome.job.update, reconstruction)
-        if scored is None:
-            result.status = "unscored"
-            return self.store.save_grid(self._artifact_name(outcome), None, reconstruction.images) \
-                if self.scenario.save_images else None
-        scores, truth = scored
-        result.metrics = scores.summary()
-        result.num_ground_truth = len(truth)
-        if not self.scenario.save_images:
-            return None
-        name = self._artifact_name(outcome)
-        # Matched samples first (reconstruction below its sample), then unmatched ones.
-        matched = set(scores.truth_index.tolist())
-        order = [*scores.truth_index, *(i for i in range(len(truth)) if i not in matched)]
-        return self.store.save_grid(name, truth.images[order], reconstruction.images[scores.recon_index])
+        """Score ``outcome`` and store it (:class:`~fedleak.adversary.outcomes.OutcomeRecorder`)."""
+        self.outcomes.record(outcome)

@@ -22,8 +22,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from fedleak.core.attack_results import Epsilon
 from fedleak.defenses import DefensePipeline, LocalRound, PrivacyEvent
+from fedleak.results.rows import Epsilon
 
 # Opacus is imported where a curve is computed: it loads torch.distributed, SciPy and SymPy
 # (1.3–1.4 s on 2 cores), and a run without a DP mechanism never computes one.

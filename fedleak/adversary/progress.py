@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.markup import escape
 
-from fedleak.core.attack_results import AttackResult
-from fedleak.core.updates import RejectedReply
+from fedleak.results.rows import AttackResult, AttackStatus, RejectedReply
 
 if TYPE_CHECKING:  # the check needs torch; progress reporting does not
     from fedleak.adversary.sanity import SanityVerdict
@@ -52,12 +51,12 @@ class ConsoleProgress(Progress):
 
     def attack_finished(self, result: AttackResult) -> None:
         where = f"  {result.attack:<10} client {result.partition_id:<3}"
-        if result.status == "unscored":
+        if result.status == AttackStatus.UNSCORED:
             self.console.print(f"{where} [yellow]unscored[/]: {result.num_reconstructed} images reconstructed "
                                f"(no ground truth: stored whole)  {result.seconds:.1f}s")
             return
-        if result.status != "ok":
-            colour = "yellow" if result.status in ("not applicable", "cancelled") else "red"
+        if result.status != AttackStatus.OK:
+            colour = "yellow" if result.status in (AttackStatus.NOT_APPLICABLE, AttackStatus.CANCELLED) else "red"
             self.console.print(f"{where} [{colour}]{result.status}[/]: {escape(result.error or '')}")
             return
         m = result.metrics

@@ -219,7 +219,7 @@ def _attack_files(adversary: Adversary, captures: CaptureStore, files: Sequence[
 def _attack_round(adversary: Adversary, updates: list[ClientUpdate]) -> int:
     """Submit the attack on ``updates`` (one stored file's), replacing the results of an earlier
     re-attack with the same settings; returns how many it replaced."""
-    attack, variant = adversary.scenario.attacks[0].name, adversary.variant
+    attack, variant = adversary.scenario.attacks[0].name, adversary.outcomes.variant
     assert variant is not None
     replaced = adversary.store.discard_attack_results(
         updates[0].run_id, attack, variant, [(u.server_round, str(u.node_id)) for u in updates])

@@ -11,8 +11,8 @@ from fedleak.attacks.base import (
     Reconstruction,
     Requirement,
 )
-from fedleak.core.attack_results import AttackStatus
 from fedleak.core.registry import import_submodules
+from fedleak.results.rows import AttackStatus
 
 import_submodules(sys.modules[__name__])
 

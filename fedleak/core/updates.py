@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 
@@ -91,20 +91,3 @@ class ClientUpdate:
         reduction, whose split over threads (and so its last digit) depends on the thread count."""
         squares = (np.square(d.detach().cpu().numpy().astype(np.float64)).sum() for d in self.delta.values())
         return math.sqrt(math.fsum(squares))
-
-
-@dataclass(frozen=True)
-class RejectedReply:
-    """A reply the server did not accept: kept out of aggregation and attacks, stored with why.
-
-    ``status`` is ``"rejected"`` when the reply failed the server's checks and ``"failed"``
-    when the client reported an error instead of training.
-    """
-
-    run_id: str
-    server_round: int
-    node_id: int
-    partition_id: int | None
-    """The partition the reply declared, when that was a valid id."""
-    status: Literal["rejected", "failed"]
-    reason: str

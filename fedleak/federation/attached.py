@@ -42,13 +42,14 @@ from fedleak.adversary.audit import stored_audit
 from fedleak.adversary.progress import ConsoleProgress, Progress
 from fedleak.core.config import AppConfig
 from fedleak.core.errors import FedleakError, first_line
-from fedleak.core.updates import ClientUpdate, RejectedReply, Weights
+from fedleak.core.updates import ClientUpdate, Weights
 from fedleak.federation.records import RecordKeys
 from fedleak.federation.replies import AppReplies
 from fedleak.federation.run import end_run
 from fedleak.federation.strategy import AdversarialStrategy, DelegatingStrategy
 from fedleak.models import ModelSpec
 from fedleak.results.lock import DirectoryLock
+from fedleak.results.rows import RejectedReply, RunStatus
 from fedleak.results.store import ResultStore, check_out_dir, new_run_dir
 from fedleak.scenario import Scenario, parse_scenario
 
@@ -190,10 +191,10 @@ class AttachedStrategy(DelegatingStrategy):
                                      evaluate_fn)
             adversary.runner.close(wait=self.scenario.runner.wait)
         except BaseException as failure:
-            end_run(adversary, lock, run_dir.name, "failed", f"{type(failure).__name__}: {first_line(failure)}")
+            end_run(adversary, lock, run_dir.name, RunStatus.FAILED, f"{type(failure).__name__}: {first_line(failure)}")
             raise
         accepted = adversary.store.accepted_updates()
-        end_run(adversary, lock, run_dir.name, "finished" if accepted else "failed",
+        end_run(adversary, lock, run_dir.name, RunStatus.FINISHED if accepted else RunStatus.FAILED,
                 None if accepted else f"no reply was accepted in {num_rounds} rounds")
         return result
 

@@ -35,11 +35,12 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from fedleak.core import wire
 from fedleak.core.config import AppConfig, TrainingConfig
 from fedleak.core.errors import first_line
-from fedleak.core.updates import ClientUpdate, RejectedReply, ReportedSamples, UpdateMetadata, Weights
+from fedleak.core.updates import ClientUpdate, ReportedSamples, UpdateMetadata, Weights
 from fedleak.data import DataPlan
 from fedleak.federation import records
 from fedleak.federation.records import KEYS, RecordKeys
 from fedleak.models import ModelSpec
+from fedleak.results.rows import RejectedReply, ReplyStatus
 from fedleak.scenario import Scenario
 
 
@@ -93,7 +94,7 @@ class ReplyChecker:
                 raise InvalidReply(f"cannot decode its arrays: {type(error).__name__}: {first_line(error)}") from None
             check_weights(weights, sent)
         except InvalidReply as problem:
-            return RejectedReply(self.run_id, server_round, node_id, partition_id, "rejected", str(problem))
+            return RejectedReply(self.run_id, server_round, node_id, partition_id, ReplyStatus.REJECTED, str(problem))
         return ClientUpdate(self.run_id, server_round, node_id, partition_id, sent, weights, metadata)
 
     def partition_id(self, metrics: Mapping[str, Any]) -> int:
@@ -210,7 +211,7 @@ class AppReplies:
             metrics = _metrics(content)
             metadata = self.metadata(node_id, metrics, reported, warnings)
         except InvalidReply as problem:
-            return RejectedReply(self.run_id, server_round, node_id, client, "rejected", str(problem))
+            return RejectedReply(self.run_id, server_round, node_id, client, ReplyStatus.REJECTED, str(problem))
         return ClientUpdate(self.run_id, server_round, node_id, client, sent, weights, metadata,
                             warnings=tuple(warnings), reported=reported)
 
@@ -258,7 +259,7 @@ class AppReplies:
                 problem = _unaggregatable(metrics[id(reply)], keys[id(reply)], common, self.keys.weighted_by)
                 if problem:
                     outcome = RejectedReply(self.run_id, outcome.server_round, outcome.node_id, outcome.partition_id,
-                                            "rejected", problem)
+                                            ReplyStatus.REJECTED, problem)
             checked.append((reply, outcome))
         return checked
 
@@ -378,7 +379,7 @@ class ServerReplies:
         if isinstance(outcome, ClientUpdate):
             examples = metrics[0].get(wire.NUM_EXAMPLES) if metrics else None
             if isinstance(examples, bool) or not isinstance(examples, int) or examples < 1:
-                return RejectedReply(outcome.run_id, server_round, node_id, outcome.partition_id, "rejected",
+                return RejectedReply(outcome.run_id, server_round, node_id, outcome.partition_id, ReplyStatus.REJECTED,
                                      f"a stock client's reply without a positive integer {wire.NUM_EXAMPLES} "
                                      "(FedAvg weights replies by it)")
             _as_fedleaks_metrics(content, outcome, metrics[0])

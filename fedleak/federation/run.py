@@ -26,6 +26,7 @@ from fedleak.core.updates import Weights
 from fedleak.data import DataPlan, ImageDataset, build_plan, load_dataset
 from fedleak.results.checkpoint import read_checkpoint, write_checkpoint
 from fedleak.results.lock import DirectoryLock
+from fedleak.results.rows import RunStatus
 from fedleak.results.store import ResultStore
 from fedleak.scenario import Scenario
 
@@ -37,7 +38,8 @@ def num_sampled_clients(scenario: Scenario) -> int:
     return max(int(scenario.partition.num_clients * scenario.federation.fraction_train), 1)
 
 
-def end_run(adversary: Adversary, lock: DirectoryLock, run_id: str, status: str, error: str | None = None) -> None:
+def end_run(adversary: Adversary, lock: DirectoryLock, run_id: str, status: RunStatus,
+            error: str | None = None) -> None:
     """Store that the run ended as ``status``: the attack runner stopped, attacks still queued
     or running stored as cancelled; then the store is closed and the run directory released."""
     try:
@@ -146,7 +148,7 @@ class ServerRun:
         """A completed round's stored accuracy and loss (a resumed run does not evaluate it again)."""
         return self.adversary.store.stored_round(server_round)
 
-    def finish(self, status: str, error: str | None = None) -> bool:
+    def finish(self, status: RunStatus, error: str | None = None) -> bool:
         """End the run as ``status`` (once: later calls do nothing and return False); attacks
         still queued or running are stored as cancelled."""
         with self._ending:
@@ -168,4 +170,4 @@ class ServerRun:
             ended = self._ended
         if not ended:  # said before the run is released: the process may exit right after
             self.progress.interrupted(self.run_dir, self.last_round, rounds)
-        self.finish("interrupted", f"{reason} after round {self.last_round} of {rounds}")
+        self.finish(RunStatus.INTERRUPTED, f"{reason} after round {self.last_round} of {rounds}")

@@ -26,6 +26,7 @@ from pathlib import Path
 from flwr.app import Context
 
 from fedleak.core.errors import FedleakError
+from fedleak.results.rows import RunStatus
 from fedleak.results.store import ResultStore, new_run_dir
 from fedleak.scenario import Scenario, load_scenario
 from fedleak.scenario.preflight import check_runnable
@@ -89,7 +90,7 @@ def _store_rejection(out_dir: Path, scenario: str, error: FedleakError) -> Path:
     store = ResultStore(run_dir)
     try:
         store.start_run(run_dir.name, Path(scenario).stem, "")
-        store.finish_run(run_dir.name, "failed", str(error))
+        store.finish_run(run_dir.name, RunStatus.FAILED, str(error))
     finally:
         store.close()
     return run_dir

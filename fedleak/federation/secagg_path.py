@@ -30,13 +30,14 @@ from flwr.server.workflow import DefaultWorkflow
 from fedleak.core import wire
 from fedleak.core.errors import RunFailed, first_line
 from fedleak.core.stopping import STOP
-from fedleak.core.updates import ClientUpdate, RejectedReply, Weights
+from fedleak.core.updates import ClientUpdate, Weights
 from fedleak.data import build_plan
 from fedleak.defenses.secagg import SecAggPlus
 from fedleak.federation import records
 from fedleak.federation.replies import InvalidReply, ReplyChecker
 from fedleak.federation.run import ServerRun
 from fedleak.federation.secagg_capture import MaskedVector, capturing_workflow
+from fedleak.results.rows import RejectedReply, ReplyStatus
 from fedleak.scenario import Scenario
 
 
@@ -77,7 +78,8 @@ class LegacyCapture:
                 proxy, result = failure
                 node_id, message = int(proxy.cid), first_line(result.status.message)
             self.run.adversary.store.record_rejection(
-                RejectedReply(self.run.run_id, server_round, node_id, None, "failed", f"client error: {message}"))
+                RejectedReply(self.run.run_id, server_round, node_id, None, ReplyStatus.FAILED,
+                              f"client error: {message}"))
 
     def aggregate(self, server_round: int, aggregate: list[np.ndarray],
                   results: list[tuple[ClientProxy, FitRes]]) -> None:
@@ -90,7 +92,7 @@ class LegacyCapture:
                 self.checker.metadata(res.metrics, partition_id, server_round)
         except InvalidReply as problem:
             self.run.adversary.store.record_rejection(RejectedReply(
-                self.run.run_id, server_round, -1, None, "rejected",
+                self.run.run_id, server_round, -1, None, ReplyStatus.REJECTED,
                 f"the unmasked aggregate of {len(results)} replies is not attacked: a contributor's {problem}"))
             return
         contributors = tuple(sorted(int(res.metrics[wire.PARTITION_ID]) for _, res in results))

@@ -23,6 +23,7 @@ from fedleak.federation import records, secagg_path
 from fedleak.federation.replies import ServerReplies
 from fedleak.federation.run import ServerRun, num_sampled_clients
 from fedleak.federation.strategy import AdversarialStrategy
+from fedleak.results.rows import RunStatus
 from fedleak.scenario import Scenario
 
 RunLoader = Callable[[Context], tuple[Scenario, Path]]
@@ -86,17 +87,17 @@ def run_server(grid: Grid, context: Context, scenario: Scenario, run_dir: Path, 
             run.interrupt(STOP.reason)
             return
         if isinstance(failure, RunFailed):
-            run.finish("failed", str(failure))
+            run.finish(RunStatus.FAILED, str(failure))
             return
-        run.finish("failed", f"{type(failure).__name__}: {first_line(failure)}")
+        run.finish(RunStatus.FAILED, f"{type(failure).__name__}: {first_line(failure)}")
         raise
     except BaseException:
-        run.finish("failed", "the server stopped unexpectedly")
+        run.finish(RunStatus.FAILED, "the server stopped unexpectedly")
         raise
     if STOP.requested:  # the stop came while the last attacks were drained
         run.interrupt(STOP.reason)
     else:
-        run.finish("finished")
+        run.finish(RunStatus.FINISHED)
 
 
 def build_server_app(load_run: RunLoader, progress: Progress, resume: bool = False) -> ServerApp:

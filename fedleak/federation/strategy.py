@@ -32,8 +32,9 @@ from fedleak.adversary.adversary import Adversary
 from fedleak.core import wire
 from fedleak.core.errors import RunFailed, first_line
 from fedleak.core.stopping import STOP
-from fedleak.core.updates import ClientUpdate, RejectedReply, Weights
+from fedleak.core.updates import ClientUpdate, Weights
 from fedleak.federation.replies import ReplyReader
+from fedleak.results.rows import RejectedReply, ReplyStatus
 
 
 class DelegatingStrategy(Strategy):
@@ -126,7 +127,7 @@ class AdversarialStrategy(DelegatingStrategy):
         aggregates weights; 0.4 ms per LeNet reply saved where they already are)."""
         node_id = reply.metadata.src_node_id
         if reply.has_error():
-            return RejectedReply(self.run_id, server_round, node_id, None, "failed",
+            return RejectedReply(self.run_id, server_round, node_id, None, ReplyStatus.FAILED,
                                  f"client error: {first_line(reply.error.reason or 'no reason given')}")
         content = reply.content
         outcome = self.reader.read(server_round, node_id, content, self._sent)

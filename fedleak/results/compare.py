@@ -22,12 +22,14 @@ from typing import Any
 
 from fedleak.core.errors import FedleakError
 from fedleak.results.collection import RunDir, collect_runs
+from fedleak.results.rows import AttackStatus
 from fedleak.results.store import ATTACK_LABEL, ResultStore
 
 # An aggregate (what SecAgg+ unmasks: partition −1) is another target than one client's update.
 _ATTACKS_PER_ROUND = f"""
 SELECT round, {ATTACK_LABEL} || CASE WHEN partition_id < 0 THEN ' (aggregate)' ELSE '' END AS attack,
-       COUNT(*) AS attacked, SUM(status = 'ok') AS ok, SUM(status = 'unscored') AS unscored,
+       COUNT(*) AS attacked, SUM(status = '{AttackStatus.OK}') AS ok,
+       SUM(status = '{AttackStatus.UNSCORED}') AS unscored,
        AVG(success_rate) AS success_rate, AVG(psnr) AS psnr, MAX(best_psnr) AS best_psnr, AVG(ssim) AS ssim,
        AVG(label_accuracy) AS label_accuracy, AVG(prior_psnr) AS prior_psnr, AVG(prior_ssim) AS prior_ssim,
        AVG(leakage) AS leakage, MAX(leakage) AS worst_leakage, MAX(recovered_rate) AS recovered_rate

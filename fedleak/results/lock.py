@@ -13,6 +13,7 @@ from pathlib import Path
 from types import TracebackType
 
 from fedleak.core.errors import FedleakError
+from fedleak.results.rows import RunStatus
 
 LOCK_FILE = ".lock"
 
@@ -69,6 +70,6 @@ def is_locked(directory: Path) -> bool:
 
 
 def shown_status(directory: Path, stored: str) -> str:
-    """The status to report for a run stored as ``stored``: a ``running`` run whose lock
-    nobody holds lost its process (killed, or its machine went down): ``interrupted``."""
-    return "interrupted" if stored == "running" and not is_locked(directory) else stored
+    """The status to report for a run stored as ``stored``: a running run whose lock nobody
+    holds lost its process (killed, or its machine went down): interrupted."""
+    return RunStatus.INTERRUPTED if stored == RunStatus.RUNNING and not is_locked(directory) else stored

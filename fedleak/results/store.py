@@ -33,13 +33,13 @@ from typing import IO, TYPE_CHECKING, Any
 
 from fedleak.core.digests import record_digest
 from fedleak.core.errors import FedleakError
-from fedleak.core.updates import ClientUpdate, RejectedReply
+from fedleak.core.updates import ClientUpdate
+from fedleak.results.rows import AttackResult, AttackStatus, Epsilon, RejectedReply, ReplyStatus, RunStatus
 
 if TYPE_CHECKING:  # reading a run needs neither torch, the scoring nor the accountant (Opacus)
     import torch
     from PIL.Image import Image
 
-    from fedleak.core.attack_results import AttackResult, Epsilon
 
 DATABASE = "results.sqlite"
 
@@ -227,7 +227,7 @@ class ResultStore:
 
     def start_run(self, run_id: str, name: str, scenario_toml: str) -> None:
         write_private(self.directory / "scenario.toml", scenario_toml)
-        self._insert("runs", {"run_id": run_id, "name": name, "started": time.time(), "status": "running",
+        self._insert("runs", {"run_id": run_id, "name": name, "started": time.time(), "status": RunStatus.RUNNING,
                               "scenario": scenario_toml})
 
     def record_audit(self, run_id: str, risk_index: float | None, audit: dict[str, Any]) -> None:
@@ -241,8 +241,8 @@ class ResultStore:
         self._write("UPDATE runs SET data_plan = ?, plan_digest = ? WHERE run_id = ?",
                     (json.dumps(fingerprint, sort_keys=True), record_digest(fingerprint), run_id))
 
-    def finish_run(self, run_id: str, status: str = "finished", error: str | None = None) -> None:
-        """``status`` is ``finished``, ``failed`` or ``interrupted``; ``error`` says why it did not finish."""
+    def finish_run(self, run_id: str, status: RunStatus = RunStatus.FINISHED, error: str | None = None) -> None:
+        """End the run ``status`` (finished, failed or interrupted); ``error`` says why it did not finish."""
         self._write("UPDATE runs SET finished = ?, status = ?, error = ? WHERE run_id = ?",
                     (time.time(), status, error, run_id))
 
@@ -253,9 +253,10 @@ class ResultStore:
         with self.transaction():
             for table in ("rounds", "updates", "attack_results"):
                 self._db.execute(f"DELETE FROM {table} WHERE run_id = ? AND round > ?", (run_id, last_round))
-            self._db.execute("DELETE FROM attack_results WHERE run_id = ? AND status = 'cancelled'", (run_id,))
-            self._db.execute("UPDATE runs SET status = 'running', finished = NULL, error = NULL WHERE run_id = ?",
-                             (run_id,))
+            self._db.execute("DELETE FROM attack_results WHERE run_id = ? AND status = ?",
+                             (run_id, AttackStatus.CANCELLED))
+            self._db.execute("UPDATE runs SET status = ?, finished = NULL, error = NULL WHERE run_id = ?",
+                             (RunStatus.RUNNING, run_id))
 
     def discard_attack_results(self, run_id: str, attack: str, variant: str,
                                targets: Iterable[tuple[int, str]]) -> int:
@@ -285,13 +286,13 @@ class ResultStore:
             "run_id": update.run_id, "round": update.server_round, "node_id": str(update.node_id),
             "partition_id": update.partition_id, **asdict(update.metadata), "update_norm": update.norm(),
             "aggregate_of": aggregate_of, **dict(zip(("epsilon", "model_epsilon"), _epsilons(epsilon))),
-            "random_query": update.random_query, "status": "accepted", "batch_digest": batch_digest,
+            "random_query": update.random_query, "status": ReplyStatus.ACCEPTED, "batch_digest": batch_digest,
             "warning": "; ".join(update.warnings) or None, "sanity": sanity,
         }
         self._insert("updates", row)
 
     def record_rejection(self, reply: RejectedReply) -> None:
-        """A reply kept out of aggregation and attacks (status ``rejected`` or ``failed``), with why."""
+        """A reply kept out of aggregation and attacks (its status: rejected or failed), with why."""
         self._insert("updates", {"run_id": reply.run_id, "round": reply.server_round, "node_id": str(reply.node_id),
                                  "partition_id": reply.partition_id, "status": reply.status,
                                  "reason": reply.reason})
@@ -336,18 +337,31 @@ class ResultStore:
 
     def runs(self) -> list[dict[str, Any]]:
         """Every run row stored here (one for a run directory): its id and name, status and error, the
-        scenario, the model's risk index. Named columns: a database without them is not fedleak's
-        (``sqlite3.Error``, which the commands turn into one line)."""
-        return self.query("SELECT run_id, name, status, error, scenario, risk_index FROM runs")
+        scenario, the model's risk index, when it started and ended (seconds since the epoch; ``finished``
+        ``None`` while it runs). Named columns: a database without them is not fedleak's (``sqlite3.Error``,
+        which the commands turn into one line)."""
+        return self.query("SELECT run_id, name, status, error, scenario, risk_index, started, finished FROM runs")
 
     def run_row(self) -> dict[str, Any] | None:
         """The run's row; ``None`` before the run was started."""
         rows = self.runs()
         return rows[0] if rows else None
 
+    def rounds(self) -> list[dict[str, Any]]:
+        """Every completed round in order: ``round``, ``test_accuracy``, ``test_loss``, ``finished``
+        (when it completed, seconds since the epoch), ``epsilon`` and ``model_epsilon``."""
+        return self.query("SELECT round, test_accuracy, test_loss, finished, epsilon, model_epsilon FROM rounds "
+                          "ORDER BY round")
+
+    def attack_results(self, attack: str | None = None) -> list[dict[str, Any]]:
+        """Every stored attack result (of ``attack`` only, when named) in the order stored, every column."""
+        if attack is None:
+            return self.query("SELECT * FROM attack_results ORDER BY id")
+        return self.query("SELECT * FROM attack_results WHERE attack = ? ORDER BY id", attack)
+
     def accepted_updates(self) -> int:
         """How many replies were accepted (captured) over the whole run."""
-        return int(self.query("SELECT COUNT(*) AS n FROM updates WHERE status = 'accepted'")[0]["n"])
+        return int(self.query("SELECT COUNT(*) AS n FROM updates WHERE status = ?", ReplyStatus.ACCEPTED)[0]["n"])
 
     def stored_round(self, server_round: int) -> tuple[float, float]:
         """A completed round's test accuracy and loss."""
@@ -360,7 +374,7 @@ class ResultStore:
         """Every accepted update in the order it was stored: round, node, partition (or the partitions of
         an aggregate), its training (local steps, batch size) and the ε stored with it."""
         return self.query("SELECT round, node_id, partition_id, aggregate_of, local_steps, batch_size, epsilon, "
-                          "model_epsilon FROM updates WHERE status = 'accepted' ORDER BY round, rowid")
+                          "model_epsilon FROM updates WHERE status = ? ORDER BY round, rowid", ReplyStatus.ACCEPTED)
 
     def attacked(self) -> set[tuple[int, str, str]]:
         """(round, node id, attack) of every result the run's own attacks stored (re-attacks not counted)."""

@@ -7,14 +7,17 @@ status string lives outside :mod:`fedleak.results`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from fedleak.results.rows import AttackStatus, ReplyStatus
 from fedleak.results.store import ResultStore
 
-_ATTACK_COUNTS = """
-SELECT SUM(status = 'ok') AS ok, SUM(status = 'unscored') AS unscored, SUM(status = 'failed') AS failed,
-       SUM(status = 'not applicable') AS not_applicable, SUM(status = 'cancelled') AS cancelled
+Status = TypeVar("Status", AttackStatus, ReplyStatus)
+
+_ATTACK_COUNTS = f"""
+SELECT {", ".join(f"SUM(status = '{status}') AS {status.name.lower()}" for status in AttackStatus)}
 FROM attack_results WHERE run_id = ?"""
+"""One count per :class:`AttackStatus`, named by the member (``ok``, …, ``not_applicable``)."""
 _WARNINGS = """
 SELECT COUNT(*) AS warned, MIN(warning) AS first FROM updates WHERE run_id = ? AND warning IS NOT NULL"""
 _SANITY = """
@@ -22,10 +25,11 @@ SELECT SUBSTR(sanity, 1, INSTR(sanity, ':') - 1) AS verdict, COUNT(*) AS n, MIN(
        round, partition_id AS client, sanity AS first
 FROM updates WHERE run_id = ? AND sanity IS NOT NULL GROUP BY verdict ORDER BY verdict"""
 """Per verdict its count and its first update (SQLite takes bare columns from the MIN(rowid) row)."""
-_REPLY_COUNTS = """
-SELECT SUM(status IS NULL OR status = 'accepted') AS accepted, SUM(status = 'rejected') AS rejected,
-       SUM(status = 'failed') AS failed
+_REPLY_COUNTS = f"""
+SELECT SUM(status IS NULL OR status = '{ReplyStatus.ACCEPTED}') AS accepted,
+       SUM(status = '{ReplyStatus.REJECTED}') AS rejected, SUM(status = '{ReplyStatus.FAILED}') AS failed
 FROM updates WHERE run_id = ?"""
+"""A database older than the ``status`` column stored accepted replies only (NULL)."""
 
 
 @dataclass(frozen=True)
@@ -45,26 +49,25 @@ class RunSummary:
     """A run's replies (accepted, rejected, failed; accepted with warnings), its lab updates'
     sanity verdicts, and its attacks by how they ended."""
 
-    replies: dict[str, int]
+    replies: dict[ReplyStatus, int]
     warned: int
     first_warning: str | None
     sanity: list[SanityVerdictCount]
-    attacks: dict[str, int]
-    """``ok``, ``unscored``, ``failed``, ``not_applicable``, ``cancelled``."""
+    attacks: dict[AttackStatus, int]
 
 
 def run_summary(store: ResultStore, run_id: str) -> RunSummary:
     """The counts ``fedleak results`` prints for ``run_id`` (0 where nothing was stored)."""
     warnings = store.query(_WARNINGS, run_id)[0]
     return RunSummary(
-        replies=_counts(store.query(_REPLY_COUNTS, run_id)[0]),
+        replies=_counts(ReplyStatus, store.query(_REPLY_COUNTS, run_id)[0]),
         warned=int(warnings["warned"]), first_warning=warnings["first"],
         sanity=[SanityVerdictCount(row["verdict"], row["n"], row["round"], row["client"], row["first"])
                 for row in store.query(_SANITY, run_id)],
-        attacks=_counts(store.query(_ATTACK_COUNTS, run_id)[0]),
+        attacks=_counts(AttackStatus, store.query(_ATTACK_COUNTS, run_id)[0]),
     )
 
 
-def _counts(row: dict[str, Any]) -> dict[str, int]:
-    """SQLite's SUM over no rows is NULL: 0."""
-    return {key: int(value or 0) for key, value in row.items()}
+def _counts(statuses: type[Status], row: dict[str, Any]) -> dict[Status, int]:
+    """Each status's count from its column (named by the member); SQLite's SUM over no rows is NULL: 0."""
+    return {status: int(row[status.name.lower()] or 0) for status in statuses}

@@ -10,11 +10,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from fedleak.results.compare import ArmSummary, Comparison, points
+from fedleak.results.rows import AttackStatus
 from fedleak.results.store import ATTACK_LABEL, ResultStore
 
 _ATTACK_SUMMARY = f"""
-SELECT round, {ATTACK_LABEL} AS attack, COUNT(*) AS attacks, SUM(status = 'ok') AS ok,
-       SUM(status = 'unscored') AS unscored,
+SELECT round, {ATTACK_LABEL} AS attack, COUNT(*) AS attacks, SUM(status = '{AttackStatus.OK}') AS ok,
+       SUM(status = '{AttackStatus.UNSCORED}') AS unscored,
        AVG(psnr) AS psnr, AVG(ssim) AS ssim, AVG(mse) AS mse,
        AVG(label_accuracy) AS label_accuracy,
        AVG(label_count_accuracy) AS label_count_accuracy, AVG(success_rate) AS success_rate,

@@ -163,7 +163,7 @@ class RayPool(AttackRunner):
         for worker in self._idle:
             ray.kill(worker)
         for item in cancelled:
-            report(item.on_done, AttackOutcome.unfinished(item.job, _CANCELLED, "cancelled"))
+            report(item.on_done, AttackOutcome.unfinished(item.job, _CANCELLED, AttackStatus.CANCELLED))
 
     def _new_worker(self) -> ray.actor.ActorHandle:
         handle: ray.actor.ActorHandle = AttackWorker.options(**self._options).remote()  # type: ignore[attr-defined]
@@ -276,7 +276,7 @@ class RayPool(AttackRunner):
 
 def _status(refusal: str) -> AttackStatus:
     """A job refused at submission: cancelled when the run was ending, else failed."""
-    return "cancelled" if refusal == _CANCELLED else "failed"
+    return AttackStatus.CANCELLED if refusal == _CANCELLED else AttackStatus.FAILED
 
 
 def _overdue(running: _Running, now: float, grace_s: float) -> bool:

@@ -53,13 +53,13 @@ class AttackOutcome:
     error: str | None
     seconds: float
     """This job's share of the batch that produced the outcome: its wall time / its size."""
-    status: AttackStatus = "ok"
+    status: AttackStatus = AttackStatus.OK
     batch_seconds: float | None = None
     """The wall time of that batch (``None``: the job never ran)."""
     batch_size: int = 1
 
     @classmethod
-    def unfinished(cls, job: AttackJob, error: str, status: AttackStatus = "failed",
+    def unfinished(cls, job: AttackJob, error: str, status: AttackStatus = AttackStatus.FAILED,
                    seconds: float = 0.0) -> AttackOutcome:
         """An outcome without a reconstruction (failed, cancelled, not applicable)."""
         return cls(job, None, error, seconds, status)
@@ -108,7 +108,7 @@ def execute_batch(jobs: Sequence[AttackJob], attack_class: type[Attack] | None =
         if isinstance(failure, torch.OutOfMemoryError):
             torch.cuda.empty_cache()  # give back what the failed attempt cached, for the halves or the next job
         if len(jobs) == 1:
-            status: AttackStatus = "not applicable" if isinstance(failure, AttackNotApplicable) else "failed"
+            status = AttackStatus.NOT_APPLICABLE if isinstance(failure, AttackNotApplicable) else AttackStatus.FAILED
             return [AttackOutcome.unfinished(first, _describe(failure), status, time.perf_counter() - started)]
         _log.warning("a batch of %d %s attacks failed (%s); running it in halves",
                      len(jobs), first.attack, _describe(failure))
@@ -123,8 +123,9 @@ def _checked(job: AttackJob, reconstruction: Reconstruction, batch_seconds: floa
     share = batch_seconds / size
     violation = reconstruction.violation(job.model.image_shape, job.model.num_classes)
     if violation is not None:
-        return AttackOutcome(job, None, f"broke the attack contract: {violation}", share, "failed", batch_seconds, size)
-    return AttackOutcome(job, reconstruction, None, share, "ok", batch_seconds, size)
+        return AttackOutcome(job, None, f"broke the attack contract: {violation}", share, AttackStatus.FAILED,
+                             batch_seconds, size)
+    return AttackOutcome(job, reconstruction, None, share, AttackStatus.OK, batch_seconds, size)
 
 
 def report(on_done: OutcomeCallback, outcome: AttackOutcome) -> None:

@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 from fedleak.adversary.progress import Progress
-from fedleak.core.attack_results import AttackResult
 from fedleak.core.errors import FedleakError, RunFailed
 from fedleak.results.collection import SWEEP_FILE
+from fedleak.results.rows import AttackResult
 from fedleak.results.store import write_private
 from fedleak.scenario import parse_scenario, read_toml
 

@@ -15,10 +15,13 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from fedleak.results.rows import RunStatus
+
 if TYPE_CHECKING:
     from fedleak.sweep.schema import Sweep
 
-_COLOURS = {"finished": "green", "skipped": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
+_COLOURS = {RunStatus.FINISHED: "green", "skipped": "green", RunStatus.FAILED: "red", RunStatus.INTERRUPTED: "yellow",
+            RunStatus.RUNNING: "cyan"}
 _BAR = 20
 """Cells of the rounds bar (one per round up to this many rounds)."""
 
@@ -100,5 +103,5 @@ class SweepView:
 def _bar(row: _Row) -> str:
     """``■■■□□ 3/5``: one cell per round (scaled beyond ``_BAR`` rounds)."""
     cells = min(row.rounds, _BAR)
-    filled = cells if row.status in ("finished", "skipped") else row.done * cells // max(row.rounds, 1)
+    filled = cells if row.status in (RunStatus.FINISHED, "skipped") else row.done * cells // max(row.rounds, 1)
     return f"{'■' * filled}{'□' * (cells - filled)} {row.rounds if row.status == 'skipped' else row.done}/{row.rounds}"

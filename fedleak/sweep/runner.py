@@ -24,18 +24,22 @@ import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal, TypeAlias
 
 from fedleak.core.errors import FedleakError
 from fedleak.results.collection import SWEEP_FILE
 from fedleak.results.lock import DirectoryLock
+from fedleak.results.rows import RunStatus
 from fedleak.results.store import DATABASE, ResultStore, make_private_dir, make_run_dir, write_private
 from fedleak.scenario import Scenario
 from fedleak.sweep.arm import read_progress
 from fedleak.sweep.progress import SweepView
 from fedleak.sweep.schema import Sweep
 
-ArmState = Literal["new", "finished", "changed", "failed", "interrupted"]
+ArmState: TypeAlias = Literal["new", "changed"] | RunStatus
+"""An arm's run directory: none yet, a finished run of another scenario, or its run's status."""
+SKIPPED: Final = "skipped"
+"""An arm's outcome when it had finished before the sweep started (beside the statuses of a run)."""
 _POLL_S = 0.5
 _STOP_GRACE_S = 2.0
 """How long an interrupted arm's process may take to stop before it is killed (one was seen to outlive
@@ -48,21 +52,21 @@ def stored_state(run_dir: Path, scenario: Scenario) -> ArmState:
     if not run_dir.exists():
         return "new"
     if not (run_dir / DATABASE).is_file():
-        return "interrupted"  # its process died before the store opened
+        return RunStatus.INTERRUPTED  # its process died before the store opened
     try:
         store = ResultStore.open_existing(run_dir)
     except FedleakError:
-        return "interrupted"
+        return RunStatus.INTERRUPTED
     try:
         run = store.run_row()
     finally:
         store.close()
     if run is None:
-        return "interrupted"
+        return RunStatus.INTERRUPTED
     status, stored = run["status"], run["scenario"]
-    if status == "finished":
-        return "finished" if tomllib.loads(stored) == tomllib.loads(scenario.to_toml()) else "changed"
-    return "failed" if status == "failed" else "interrupted"
+    if status == RunStatus.FINISHED:
+        return RunStatus.FINISHED if tomllib.loads(stored) == tomllib.loads(scenario.to_toml()) else "changed"
+    return RunStatus.FAILED if status == RunStatus.FAILED else RunStatus.INTERRUPTED
 
 
 @dataclass
@@ -82,16 +86,16 @@ class SweepRunner:
         self.cpus = max(1, (os.cpu_count() or 1) // parallel)
 
     def run(self) -> dict[str, str]:
-        """Each arm's final status (``finished``, ``failed``, ``interrupted``; ``skipped``: it had
+        """Each arm's final status (its run's: finished, failed or interrupted; :data:`SKIPPED`: it had
         finished before). Ctrl-C stops the running arms and raises ``KeyboardInterrupt``."""
         make_private_dir(self.sweep_dir)
         with DirectoryLock(self.sweep_dir, "another fedleak sweep is running there"):
             write_private(self.sweep_dir / SWEEP_FILE, self.sweep.to_toml())
             states = {arm: stored_state(self.sweep_dir / arm, s) for arm, s in self.sweep.arms.items()}
-            skipped = {arm: state for arm, state in states.items() if state == "finished"}
-            rerun = {arm: state for arm, state in states.items() if state not in ("new", "finished")}
+            skipped = {arm: state for arm, state in states.items() if state == RunStatus.FINISHED}
+            rerun = {arm: state for arm, state in states.items() if state not in ("new", RunStatus.FINISHED)}
             self.view.start(self.sweep, skipped, rerun)
-            outcome = {arm: "skipped" for arm in skipped}
+            outcome = {arm: SKIPPED for arm in skipped}
             outcome.update(self._run_all([arm for arm in states if arm not in skipped]))
             self.view.stop()
             return outcome
@@ -107,12 +111,12 @@ class SweepRunner:
                     running.remove(child)
                     outcome[child.arm] = self._finished(child.arm)
                 for child in running:
-                    self.view.update(child.arm, "running", read_progress(self.sweep_dir / child.arm))
+                    self.view.update(child.arm, RunStatus.RUNNING, read_progress(self.sweep_dir / child.arm))
                 time.sleep(_POLL_S)
         except KeyboardInterrupt:
             for child in running:
                 _stop(child.process)
-                self.view.update(child.arm, "interrupted", read_progress(self.sweep_dir / child.arm))
+                self.view.update(child.arm, RunStatus.INTERRUPTED, read_progress(self.sweep_dir / child.arm))
             self.view.stop()
             raise
         return outcome
@@ -130,13 +134,13 @@ class SweepRunner:
                                        start_new_session=True)  # a terminal's Ctrl-C reaches only the sweep
         finally:
             os.close(log)
-        self.view.update(arm, "running", {})
+        self.view.update(arm, RunStatus.RUNNING, {})
         return _Running(arm, process)
 
     def _finished(self, arm: str) -> str:
         run_dir = self.sweep_dir / arm
         state = stored_state(run_dir, self.sweep.arms[arm])
-        status = {"finished": "finished", "failed": "failed"}.get(state, "interrupted")
+        status = state if state in (RunStatus.FINISHED, RunStatus.FAILED) else RunStatus.INTERRUPTED
         self.view.update(arm, status, read_progress(run_dir), error=_reason(run_dir))
         return status
 
@@ -148,7 +152,7 @@ def _reason(run_dir: Path) -> str | None:
             run = store.run_row()
         finally:
             store.close()
-        if run is not None and run["status"] == "finished":
+        if run is not None and run["status"] == RunStatus.FINISHED:
             return None
         if run is not None and run["error"]:
             return str(run["error"])
