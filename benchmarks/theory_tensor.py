@@ -2,7 +2,7 @@
 
 Setting: a one-hidden-layer ReLU MLP (``mlp``, ``widths=[m]``) on real MNIST t10k images;
 in the attacked round the malicious server sends a random-parameter query
-(:func:`fedleak.adversary.malicious.random_query_weights`, default scales, seed = trial), the client
+(:func:`fedleak.crafting.random_query.random_query_weights`, default scales, seed = trial), the client
 takes one FedSGD step (lr ``--lr``) on a batch of B distinct images, and ``tensor`` (its
 defaults, batch size from the update's metadata) reads the update. With ``--honest`` the
 server sends the untrained model instead (PyTorch's default initialisation, seed = trial):
@@ -28,12 +28,11 @@ from typing import Any
 
 import torch
 
-from fedleak.adversary.malicious import random_query_weights
 from fedleak.adversary.metrics import SUCCESS_MSE, score
 from fedleak.attacks import ATTACKS, Budget
 from fedleak.attacks.tensor import TensorConfig
 from fedleak.client.training import offline_update
-from fedleak.core.config import RandomQueryConfig
+from fedleak.crafting.random_query import random_query_weights
 from fedleak.data import ImageDataset
 from fedleak.models import ModelSpec
 from fedleak.models.mlp import MLPConfig
@@ -44,7 +43,7 @@ from mnist_setup import MNIST_ROOT, load_mnist, machine, mnist_spec
 def attack_once(spec: ModelSpec, pool: ImageDataset, index: torch.Tensor, lr: float, seed: int,
                 honest: bool) -> dict[str, Any]:
     """One query (crafted, or the honest untrained model), one FedSGD step on ``index``, the attack, scored."""
-    sent = spec.build(seed=seed).state_dict() if honest else random_query_weights(spec, RandomQueryConfig(), seed)
+    sent = spec.build(seed=seed).state_dict() if honest else random_query_weights(spec, seed)
     update = offline_update(spec, sent, pool, [index.numpy()], lr=lr)
     started = time.perf_counter()
     recon = ATTACKS.get("tensor")(TensorConfig()).run(update, spec.with_weights(sent), Budget())

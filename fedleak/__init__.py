@@ -8,7 +8,7 @@ defenses — does not pay for importing the rest.
 The layers, bottom up: :mod:`fedleak.core` (config, registries, plugins, errors, the
 captured update); the components (:mod:`~fedleak.data`, :mod:`~fedleak.models`,
 :mod:`~fedleak.results` (the store: its schema, statuses and tables), :mod:`~fedleak.defenses`,
-:mod:`~fedleak.attacks`, :mod:`~fedleak.runners`); :mod:`fedleak.scenario` (the schema
+:mod:`~fedleak.attacks`, :mod:`~fedleak.crafting`, :mod:`~fedleak.runners`); :mod:`fedleak.scenario` (the schema
 composing them, and the pre-flight checks); :mod:`fedleak.client` (local training) and
 :mod:`fedleak.adversary` (capture → attack → score → store); :mod:`fedleak.federation`
 (Flower glue, and :func:`attach` / :func:`client_mod` for a user's own Flower app) and
@@ -20,6 +20,7 @@ from fedleak.core.lazy import lazy_exports
 __all__, __getattr__, __dir__ = lazy_exports(globals(), {
     "fedleak.adversary": ["Adversary"],
     "fedleak.attacks": ["ATTACKS", "Attack", "AttackConfig", "AttackNotApplicable", "Budget", "Reconstruction"],
+    "fedleak.crafting": ["CRAFTINGS", "CraftRequest", "Crafting", "CraftingConfig"],
     "fedleak.data": ["DATASETS", "PARTITIONERS", "DataPlan", "DatasetSplits", "ImageDataset", "build_plan",
                      "load_dataset"],
     "fedleak.defenses": ["DEFENSES", "Defense", "DefensePipeline", "LocalRound", "PrivacyEvent"],

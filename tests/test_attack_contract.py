@@ -132,7 +132,7 @@ def test_an_attack_whose_requirement_is_not_met_is_stored_not_applicable_and_nev
     adversary.observe(fedsgd_update(scenario)[0])  # an honest round: no random query was sent
     row = store.query("SELECT status, error FROM attack_results")[0]
     assert row == {"status": "not applicable",
-                   "error": "needs an update from a random-parameter query round (threat.random_query.rounds)"}
+                   "error": 'needs an update from a random-parameter query round ([crafting] name = "random-query")'}
     assert ran == []
 
 

@@ -22,13 +22,13 @@ def _same(a: ClientUpdate, b: ClientUpdate) -> bool:
     tensors = all(torch.equal(x[k], y[k]) and x[k].dtype == y[k].dtype
                   for x, y in ((a.global_weights, b.global_weights), (a.client_weights, b.client_weights)) for k in x)
     return tensors and (a.run_id, a.server_round, a.node_id, a.partition_id, a.metadata, a.aggregate_of,
-                        a.random_query) == (b.run_id, b.server_round, b.node_id, b.partition_id, b.metadata,
-                                            b.aggregate_of, b.random_query)
+                        a.crafted) == (b.run_id, b.server_round, b.node_id, b.partition_id, b.metadata,
+                                            b.aggregate_of, b.crafted)
 
 
 def test_a_rounds_updates_come_back_exactly_with_the_sent_weights_stored_once(tmp_path):
     sent = {"w": torch.randn(3, 4), "steps": torch.tensor([7], dtype=torch.int64), "h": torch.randn(5).half()}
-    updates = [_update(0, sent), _update(1, sent, random_query=True)]
+    updates = [_update(0, sent), _update(1, sent, crafted="random-query")]
     captures = CaptureStore(tmp_path)
     size = captures.write(2, updates)
     aggregate = ClientUpdate("run", 2, 0, -1, sent, sent, UpdateMetadata("fedavg", 0.05, 3, 2, 12),

@@ -15,7 +15,7 @@ ROOT = "fedleak"
 LAYERS = [
     {"core"},
     {"data", "models", "results", "deploy"},
-    {"attacks", "defenses"},
+    {"attacks", "defenses", "crafting"},
     {"runners"},
     {"scenario"},
     {"client", "adversary"},

@@ -55,8 +55,8 @@ def test_a_database_from_before_label_counts_gains_the_columns_and_keeps_its_row
                     {"run_id": "new", "psnr": None, "label_count_accuracy": 0.5}]
     weights = {"w": torch.zeros(1)}
     store.record_update(ClientUpdate("new", 1, 1, 0, weights, weights, UpdateMetadata("fedsgd", 0.1, 1, 1, 1),
-                                     random_query=True))
-    assert store.query("SELECT run_id, random_query FROM updates") == [{"run_id": "new", "random_query": 1}]
+                                     crafted="random-query"))
+    assert store.query("SELECT run_id, crafted FROM updates") == [{"run_id": "new", "crafted": "random-query"}]
 
 
 def _rows(path, table):

@@ -4,12 +4,11 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from fedleak.adversary.malicious import random_query_weights
 from fedleak.adversary.metrics import score
 from fedleak.attacks import ATTACKS, AttackNotApplicable, Budget
 from fedleak.attacks.tensor import TensorConfig, recover
 from fedleak.client.training import offline_update
-from fedleak.core.config import RandomQueryConfig
+from fedleak.crafting.random_query import random_query_weights
 from fedleak.data import load_dataset
 from fedleak.models.base import linear_layers
 
@@ -49,7 +48,7 @@ def _digits_query(batch, width, seed, model=None):
     scenario = tiny_scenario(model=model or {"name": "mlp", "widths": [width]}, training={"batch_size": batch})
     splits = load_dataset(scenario.dataset)
     spec = scenario.model_spec(splits)
-    sent = random_query_weights(spec, RandomQueryConfig(), seed)
+    sent = random_query_weights(spec, seed)
     index = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(seed))[:batch]
     update = offline_update(spec, sent, splits.train, [index.numpy()], lr=0.1)
     return update, spec, splits.train.images[index], splits.train.labels[index]
@@ -74,14 +73,14 @@ def test_time_budget_stops_the_attack():
 def test_random_query_is_a_seeded_state_dict_with_a_rank_one_output_layer(model):
     scenario = tiny_scenario(model=model)
     spec = scenario.model_spec(load_dataset(scenario.dataset))
-    weights = random_query_weights(spec, RandomQueryConfig(), seed=3)
+    weights = random_query_weights(spec, seed=3)
     built = spec.with_weights(weights)  # strict load: every key, every shape
     output_name, _ = linear_layers(built)[-1]
     assert torch.linalg.matrix_rank(weights[f"{output_name}.weight"].double()) == 1
     assert all(torch.equal(w, v) for w, v in zip(weights.values(), random_query_weights(
-        spec, RandomQueryConfig(), seed=3).values()))
+        spec, seed=3).values()))
     assert not torch.equal(weights[output_name + ".weight"],
-                           random_query_weights(spec, RandomQueryConfig(), seed=4)[output_name + ".weight"])
+                           random_query_weights(spec, seed=4)[output_name + ".weight"])
 
 
 def test_tensor_refuses_a_convolutional_model():

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from fedleak.adversary.ground_truth import GroundTruth
-from fedleak.adversary.malicious import random_query_weights
 from fedleak.adversary.outcomes import OutcomeRecorder
 from fedleak.adversary.privacy import PrivacyLedger
 from fedleak.adversary.progress import Progress
@@ -27,6 +26,7 @@ from fedleak.attacks import ATTACKS
 from fedleak.core.errors import first_line
 from fedleak.core.stopping import STOP
 from fedleak.core.updates import ClientUpdate, Weights
+from fedleak.crafting import CRAFTINGS, Crafting, CraftRequest
 from fedleak.defenses import LocalRound
 from fedleak.models import ModelSpec
 from fedleak.results.captures import CaptureStore
@@ -70,18 +70,32 @@ class Adversary:
         self._pending_lock = threading.Lock()
         self._carried: list[AttackJob] = []
         """A resumed run's unfinished attacks, submitted with the next round's (or at the end)."""
+        self.crafting: Crafting | None = None if scenario.crafting is None else \
+            CRAFTINGS.get(scenario.crafting.name)(scenario.crafting.config)  # type: ignore[arg-type]
+        """What a malicious server sends in its malicious rounds (``None``: the global model in every round)."""
 
-    def is_random_query(self, server_round: int) -> bool:
-        """Whether the server sends crafted random weights this round (the scenario allows
-        ``threat.random_query.rounds`` only for a malicious server)."""
-        return server_round in self.scenario.threat.random_query.rounds
+    def crafted_in(self, server_round: int) -> str | None:
+        """The name of the crafting the server sends in ``server_round``; ``None``: it sends the
+        global model (the scenario allows a crafting only for a malicious server)."""
+        component = self.scenario.crafting
+        if component is None or self.crafting is None or not self.crafting.crafts(server_round):
+            return None
+        return component.name
 
-    def weights_to_send(self, server_round: int, global_weights: Weights) -> Weights:
-        """The global model, or in a random-query round fresh weights drawn for this round."""
-        if not self.is_random_query(server_round):
+    def crafts_per_client(self, server_round: int) -> bool:
+        """Whether each client gets its own weights in ``server_round`` (:meth:`weights_to_send` per node)."""
+        return self.crafted_in(server_round) is not None and self.crafting is not None and self.crafting.per_client
+
+    def weights_to_send(self, server_round: int, global_weights: Weights, node_id: int | None = None) -> Weights:
+        """The global model, or in a malicious round the crafted weights (for ``node_id``, which a
+        crafting that crafts per client needs: :meth:`crafts_per_client`)."""
+        if self.crafting is None or self.crafted_in(server_round) is None:
             return global_weights
+        if self.crafting.per_client and node_id is None:
+            raise ValueError(f"round {server_round}: a per-client crafting needs the node it crafts for")
         seed = self.scenario.seed * 1_000_003 + server_round  # fresh per round, reproducible per run
-        return random_query_weights(self.model, self.scenario.threat.random_query, seed)
+        request = CraftRequest(server_round, seed, node_id if self.crafting.per_client else None)
+        return self.crafting.craft(self.model, global_weights, request)
 
     def wants(self, update: ClientUpdate) -> bool:
         partition = None if update.aggregate_of else update.partition_id
@@ -120,7 +134,8 @@ class Adversary:
         self.submit(jobs)
 
     def _flagged(self, update: ClientUpdate) -> ClientUpdate:
-        return dataclasses.replace(update, random_query=True) if self.is_random_query(update.server_round) else update
+        crafted = self.crafted_in(update.server_round)
+        return update if crafted is None else dataclasses.replace(update, crafted=crafted)
 
     def _keep(self, updates: list[ClientUpdate], kind: str = "") -> None:
         """Store the updates ``capture.store`` keeps (one file for the round); without attacks

@@ -91,7 +91,7 @@ class OutcomeRecorder:
             status=AttackStatus.FAILED if failure else outcome.status, seconds=outcome.seconds,
             error=failure or outcome.error, threat=self.scenario.threat.model_dump(mode="json"),
             defenses=[d.as_table() for d in self.scenario.defenses],
-            epsilon=epsilon.update, model_epsilon=epsilon.model, random_query=update.random_query,
+            epsilon=epsilon.update, model_epsilon=epsilon.model, crafted=update.crafted,
             batch_seconds=outcome.batch_seconds, batch_size=outcome.batch_size,
             attack_config=outcome.job.config.model_dump(mode="json"), variant=self.variant,
         )

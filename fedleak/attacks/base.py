@@ -39,15 +39,15 @@ class Requirement(StrEnum):
     TRAINED = "trained"
     """Reads the returned weights as a model trained (to convergence) on the client's data."""
     RANDOM_QUERY = "random-query"
-    """Needs the gradient at parameters a malicious server drew at random (``threat.random_query``)."""
+    """Needs the gradient at parameters a malicious server drew at random (the ``random-query`` crafting)."""
 
     def unmet_by(self, update: ClientUpdate) -> str | None:
         """Why ``update`` cannot give what this requirement reads; ``None`` when it can.
 
         Every captured update carries a gradient, Δ with its declared training, and the
         returned weights; only a random query depends on the round."""
-        if self is Requirement.RANDOM_QUERY and not update.random_query:
-            return "needs an update from a random-parameter query round (threat.random_query.rounds)"
+        if self is Requirement.RANDOM_QUERY and update.crafted != "random-query":
+            return 'needs an update from a random-parameter query round ([crafting] name = "random-query")'
         return None
 
 

@@ -7,7 +7,7 @@ and adds the checks that need the component registries.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -109,17 +109,6 @@ class CaptureConfig(Strict):
         )
 
 
-class RandomQueryConfig(Strict):
-    """A malicious server's random-parameter query (see :mod:`fedleak.adversary.malicious`)."""
-
-    rounds: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
-    """Rounds in which the server sends freshly random weights instead of the global model; empty = never."""
-    bias_scale: float = Field(1.0, ge=0)
-    """First-layer bias std (weights are N(0, 1/fan_in), so wᵀx has std ≈ 1 for a normalised input; 0: zero bias)."""
-    output_scale: float = Field(0.1, gt=0)
-    """Output weights are output_scale/√width · v aᵀ (rank one): logits of order output_scale."""
-
-
 class AppConfig(Strict):
     """A user's own Flower app, attached with :func:`fedleak.attach`: what its server knows
     of the clients' inputs and training beyond the model itself.
@@ -163,14 +152,13 @@ class ThreatModel(Strict):
     server: Literal["honest-but-curious", "malicious"] = "honest-but-curious"
     known_labels: bool = False
     """Capability flag: the attacker is given the true labels of the batch."""
-    random_query: RandomQueryConfig = RandomQueryConfig()
-    """A malicious server's random-parameter queries (needs ``server = "malicious"``)."""
 
-    @model_validator(mode="after")
-    def _query_needs_malicious_server(self) -> ThreatModel:
-        if self.random_query.rounds and self.server != "malicious":
-            raise ValueError('random_query.rounds: sending crafted weights needs server = "malicious"')
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _random_query_moved(cls, table: Any) -> Any:
+        if isinstance(table, dict) and "random_query" in table:
+            raise ValueError('random_query: now a crafting: [crafting] name = "random-query" with its rounds')
+        return table
 
 
 class AccountingConfig(Strict):

@@ -7,8 +7,8 @@ A package adds components by registering them in a module that fedleak imports:
       [project.entry-points."fedleak.models"]
       my-models = "my_pkg.models"
 
-  one group per kind (``fedleak.attacks``, ``fedleak.defenses``, ``fedleak.models``,
-  ``fedleak.datasets``, ``fedleak.partitioners``, ``fedleak.runners``). A group's
+  one group per kind (``fedleak.attacks``, ``fedleak.craftings``, ``fedleak.defenses``,
+  ``fedleak.models``, ``fedleak.datasets``, ``fedleak.partitioners``, ``fedleak.runners``). A group's
   modules are imported the first time its registry is asked for a name, so installing
   a plugin is enough and a process that never looks a model up never imports it.
 * **a scenario's list** — ``import = ["my_pkg.models"]`` at the top of the scenario,

@@ -45,8 +45,9 @@ class ClientUpdate:
     An *aggregate* (what SecAgg+ lets the server unmask) has ``partition_id`` −1 and
     lists the partitions it sums in ``aggregate_of``.
 
-    ``random_query`` marks a round in which a malicious server sent freshly random
-    parameters instead of the global model (``global_weights`` are then those).
+    ``crafted`` names the crafting a malicious server sent instead of the global model this
+    round (:mod:`fedleak.crafting`; ``global_weights`` are then the crafted ones); ``None``:
+    the global model was sent.
 
     From an attached app (:func:`fedleak.attach`): ``warnings`` says what the reply did not
     declare and where the server took it from instead; ``reported`` holds the samples a lab
@@ -63,7 +64,7 @@ class ClientUpdate:
     metadata: UpdateMetadata
     known_labels: torch.Tensor | None = None
     aggregate_of: tuple[int, ...] = ()
-    random_query: bool = False
+    crafted: str | None = None
     warnings: tuple[str, ...] = ()
     reported: ReportedSamples | None = None
 

@@ -13,9 +13,10 @@ that fails its checks, or reports a client error, is stored as rejected and left
 the aggregate; in fedleak's own run a round in which no reply is accepted ends the run as
 failed.
 
-In a malicious server's random-query round (:meth:`Adversary.weights_to_send`) it sends
-crafted weights instead of the global model and, after capturing the replies, keeps the
-global model unchanged: the round's aggregate would be an update of the crafted weights.
+In a malicious round (:meth:`Adversary.weights_to_send`, :mod:`fedleak.crafting`) it sends
+crafted weights instead of the global model — each client its own, for a per-client crafting
+— and, after capturing the replies, keeps the global model unchanged: the round's aggregate
+would be an update of the crafted weights.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -79,14 +80,29 @@ class AdversarialStrategy(DelegatingStrategy):
         ``None``: the inner strategy draws nothing from it, and it is left alone."""
         self._global: ArrayRecord | None = None
         self._sent: Weights = {}
+        self._sent_to: dict[int, Weights] = {}
+        """A per-client crafting's weights, by the node they went to (others got :attr:`_sent`)."""
 
     def configure_train(self, flower_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         STOP.check()  # a stop requested: no new round
         server_round = flower_round + self.round_offset
         self._global = arrays
-        self._sent = self.adversary.weights_to_send(server_round, dict(arrays.to_torch_state_dict()))
-        return self.inner.configure_train(server_round, ArrayRecord(self._sent), config, grid)
+        global_weights = dict(arrays.to_torch_state_dict())
+        per_client = self.adversary.crafts_per_client(server_round)
+        self._sent = global_weights if per_client else self.adversary.weights_to_send(server_round, global_weights)
+        messages = self.inner.configure_train(server_round, ArrayRecord(self._sent), config, grid)
+        self._sent_to = {}
+        if not per_client:
+            return messages
+        messages = list(messages)
+        for message in messages:  # the inner strategy chose the clients; each gets its own weights
+            node_id = message.metadata.dst_node_id
+            self._sent_to[node_id] = self.adversary.weights_to_send(server_round, global_weights, node_id)
+            content = RecordDict(dict(message.content))  # Flower's strategies share one content between messages
+            content[self.reader.keys.arrays] = ArrayRecord(self._sent_to[node_id])
+            message.content = content
+        return messages
 
     def aggregate_train(self, flower_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -105,7 +121,7 @@ class AdversarialStrategy(DelegatingStrategy):
         self.before_aggregate(server_round, len(updates), rejected, len(replies))
         with seeded_global_numpy(self.numpy_seed, server_round):
             arrays, metrics = self.inner.aggregate_train(server_round, accepted)
-        if self.adversary.is_random_query(server_round):
+        if self.adversary.crafted_in(server_round) is not None:  # a malicious round: its aggregate is not applied
             return self._global, metrics
         return _in_dtypes_of(self._sent, arrays), metrics
 
@@ -130,7 +146,7 @@ class AdversarialStrategy(DelegatingStrategy):
             return RejectedReply(self.run_id, server_round, node_id, None, ReplyStatus.FAILED,
                                  f"client error: {first_line(reply.error.reason or 'no reason given')}")
         content = reply.content
-        outcome = self.reader.read(server_round, node_id, content, self._sent)
+        outcome = self.reader.read(server_round, node_id, content, self._sent_to.get(node_id, self._sent))
         if isinstance(outcome, ClientUpdate) and wire.WIRE in content:  # plain weights are aggregated as they came
             content[self.reader.keys.arrays] = ArrayRecord(outcome.client_weights)
             del content[wire.WIRE]

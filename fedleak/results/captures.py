@@ -57,7 +57,7 @@ class CaptureStore:
             described.append({"sent": copy, "run_id": update.run_id, "round": update.server_round,
                               "node_id": str(update.node_id), "partition_id": update.partition_id,
                               "metadata": asdict(update.metadata), "aggregate_of": list(update.aggregate_of),
-                              "random_query": update.random_query, "keys": list(update.client_weights),
+                              "crafted": update.crafted, "keys": list(update.client_weights),
                               "warnings": list(update.warnings), "reported": update.reported is not None})
         from safetensors.torch import save  # torch: only where tensors are written or read
 
@@ -114,6 +114,12 @@ def _update(entry: dict[str, Any], index: int, tensors: dict[str, torch.Tensor])
         global_weights={key: tensors[f"sent{entry['sent']}.{key}"] for key in keys},
         client_weights={key: tensors[f"{index}.{key}"] for key in keys},
         metadata=UpdateMetadata(**entry["metadata"]), aggregate_of=tuple(entry["aggregate_of"]),
-        random_query=entry["random_query"], warnings=tuple(entry.get("warnings", ())),
+        crafted=_crafted(entry), warnings=tuple(entry.get("warnings", ())),
         reported=ReportedSamples(tensors[f"truth{index}.images"], tensors[f"truth{index}.labels"])
         if entry.get("reported") else None)
+
+
+def _crafted(entry: dict[str, Any]) -> str | None:
+    """The crafting an update answered; a file written before craftings were components marks a
+    random-parameter query with a flag."""
+    return entry.get("crafted") or ("random-query" if entry.get("random_query") else None)

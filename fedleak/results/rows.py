@@ -90,8 +90,8 @@ class AttackResult:
     model_epsilon: float | None = None
     """ε of the released global model up to this round."""
     extras: dict[str, Any] = field(default_factory=dict)
-    random_query: bool = False
-    """The attacked update answered a random-parameter query (a malicious server's)."""
+    crafted: str | None = None
+    """The crafting a malicious server sent the attacked update's client (``None``: the global model)."""
     batch_seconds: float | None = None
     """Wall time of the whole batch this attack ran in (``None``: it did not run)."""
     batch_size: int = 1

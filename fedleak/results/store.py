@@ -138,9 +138,9 @@ _ADDED_COLUMNS = {
     "attack_results": {"label_count_accuracy": "REAL", "random_query": "INTEGER", "ssim_success_rate": "REAL",
                        "batch_seconds": "REAL", "batch_size": "INTEGER", "best_psnr": "REAL", "prior_psnr": "REAL",
                        "prior_ssim": "REAL", "leakage": "REAL", "recovered_rate": "REAL",
-                       "attack_config": "TEXT", "variant": "TEXT", "reconstruction": "TEXT"},
+                       "attack_config": "TEXT", "variant": "TEXT", "reconstruction": "TEXT", "crafted": "TEXT"},
     "updates": {"random_query": "INTEGER", "status": "TEXT", "reason": "TEXT", "batch_digest": "TEXT",
-                "warning": "TEXT", "sanity": "TEXT"},
+                "warning": "TEXT", "sanity": "TEXT", "crafted": "TEXT"},
 }
 """Columns newer than the first schema, added to every database (new or written before them) when opened."""
 
@@ -286,7 +286,7 @@ class ResultStore:
             "run_id": update.run_id, "round": update.server_round, "node_id": str(update.node_id),
             "partition_id": update.partition_id, **asdict(update.metadata), "update_norm": update.norm(),
             "aggregate_of": aggregate_of, **dict(zip(("epsilon", "model_epsilon"), _epsilons(epsilon))),
-            "random_query": update.random_query, "status": ReplyStatus.ACCEPTED, "batch_digest": batch_digest,
+            "crafted": update.crafted, "status": ReplyStatus.ACCEPTED, "batch_digest": batch_digest,
             "warning": "; ".join(update.warnings) or None, "sanity": sanity,
         }
         self._insert("updates", row)

@@ -49,7 +49,7 @@ def round_table(store: ResultStore, run_id: str) -> Table:
         return [fmt(r.get("test_accuracy"), ".1%"), fmt(r.get("epsilon"), ".3g"), fmt(r.get("model_epsilon"), ".3g")]
 
     queried = {r["round"] for r in store.query(
-        "SELECT DISTINCT round FROM updates WHERE run_id = ? AND random_query", run_id)}
+        "SELECT DISTINCT round FROM updates WHERE run_id = ? AND (crafted IS NOT NULL OR random_query)", run_id)}
 
     def label(server_round: int) -> str:  # the global model did not move in a random-query round
         return f"{server_round} query" if server_round in queried else str(server_round)

@@ -51,7 +51,8 @@ if TYPE_CHECKING:
 
 _REGISTRIES = {"model": ("fedleak.models", "MODELS"), "attack": ("fedleak.attacks", "ATTACKS"),
                "defense": ("fedleak.defenses", "DEFENSES"), "dataset": ("fedleak.data", "DATASETS"),
-               "partitioner": ("fedleak.data", "PARTITIONERS"), "runner": ("fedleak.runners", "RUNNERS")}
+               "partitioner": ("fedleak.data", "PARTITIONERS"), "runner": ("fedleak.runners", "RUNNERS"),
+               "crafting": ("fedleak.crafting", "CRAFTINGS")}
 """Where each kind's registry lives: imported when a component of that kind is first validated."""
 _PLAIN = "plain"
 """The validation context of the first pass: components are kept as given, not looked up."""
@@ -142,6 +143,7 @@ def _shared_options(base: type[Strict], options: dict[str, Any]) -> Strict:
 ModelComponent = Annotated[Component, *_component("model")]
 AttackComponent = Annotated[Component, *_component("attack")]
 DefenseComponent = Annotated[Component, *_component("defense")]
+CraftingComponent = Annotated[Component, *_component("crafting")]
 # SerializeAsAny: dump the component's own Config, not only the base class's fields.
 NamedDataset = Annotated[SerializeAsAny[DatasetConfig], _named("dataset", DatasetConfig)]
 NamedPartition = Annotated[SerializeAsAny[PartitionConfig], _named("partitioner", PartitionConfig)]
@@ -164,6 +166,9 @@ class Scenario(Strict):
     capture: CaptureConfig = CaptureConfig()
     threat: ThreatModel = ThreatModel()
     attacks: list[AttackComponent] = Field(default_factory=list)
+    crafting: CraftingComponent | None = None
+    """What a malicious server sends in its malicious rounds instead of the global model
+    (:mod:`fedleak.crafting`); ``None``: the global model in every round."""
     defenses: list[DefenseComponent] = Field(default_factory=list)
     accounting: AccountingConfig = AccountingConfig()
     runner: NamedRunner = Field(default_factory=lambda: {"name": "inline"}, validate_default=True)
@@ -208,8 +213,9 @@ class Scenario(Strict):
         if self.app is not None:  # the app's rounds and clients are known only as it runs
             return self
         rounds, clients = self.federation.rounds, self.partition.num_clients
+        crafted = getattr(self.crafting.config, "rounds", []) if self.crafting else []
         for key, values, bound in (("capture.rounds", self.capture.rounds, rounds),
-                                   ("threat.random_query.rounds", self.threat.random_query.rounds, rounds),
+                                   ("crafting.rounds", crafted, rounds),
                                    ("capture.clients", self.capture.clients, clients - 1)):
             beyond = [value for value in values if value > bound]
             if beyond:
@@ -217,10 +223,14 @@ class Scenario(Strict):
         return self
 
     @model_validator(mode="after")
-    def _random_query_on_message_path(self, info: ValidationInfo) -> Scenario:
+    def _crafting_by_a_malicious_server(self, info: ValidationInfo) -> Scenario:
+        if self.crafting is None:
+            return self
+        if self.threat.server != "malicious":
+            raise ValueError('crafting: sending crafted weights needs threat.server = "malicious"')
         # The legacy (SecAgg+) server sends the global model through Flower's own workflow.
-        if not _plain_pass(info) and self.threat.random_query.rounds and self.defense_pipeline().legacy_path:
-            raise ValueError("threat.random_query: not supported with secure aggregation (the legacy path)")
+        if not _plain_pass(info) and self.defense_pipeline().legacy_path:
+            raise ValueError("crafting: not supported with secure aggregation (the legacy path)")
         return self
 
     def app_model_spec(self) -> ModelSpec:
