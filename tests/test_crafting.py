@@ -67,3 +67,31 @@ def test_a_per_client_crafting_sends_each_client_its_own_weights_and_keeps_the_g
     assert [r["crafted"] for r in store.query("SELECT crafted FROM updates ORDER BY round")] == \
         ["test-per-client"] * 2 + [None] * 2
     assert CraftRequest(1, 0).node_id is None  # a request for every client names none
+
+    seen = store.crafted_weights()  # what each client could notice, per tensor
+    floating = [k for k in initial if initial[k].is_floating_point()]
+    assert [r["layer"] for r in seen] == floating * 2 and {r["round"] for r in seen} == {1}
+    for update in first:
+        rows = {r["layer"]: r for r in seen if r["node_id"] == str(update.node_id)}
+        weight = initial["features.0.weight"].double()
+        shift = _offset(update.node_id)
+        expected = shift * weight.numel() ** 0.5 / weight.norm().item()  # ‖shift·1‖ / ‖w_previous‖
+        assert rows["features.0.weight"]["relative_change"] == pytest.approx(expected, rel=1e-5)
+        assert rows["features.0.weight"]["std_over_init"] == pytest.approx(1.0)  # a shift keeps the spread
+        assert rows["features.0.weight"]["max_abs"] == pytest.approx((weight + shift).abs().max().item(), rel=1e-6)
+
+
+def test_visibility_of_a_random_query_differs_from_the_global_model_it_replaces():
+    from fedleak.crafting.random_query import random_query_weights
+    from fedleak.crafting.visibility import layer_visibility
+
+    scenario = tiny_scenario(model={"name": "mlp", "widths": [64]})
+    spec = scenario.model_spec(load_dataset(scenario.dataset))
+    initial = spec.build(seed=0).state_dict()
+    honest = {layer.layer: layer for layer in layer_visibility(initial, initial, initial)}
+    assert all(layer.relative_change == 0 for layer in honest.values())
+    assert all(layer.std_over_init == pytest.approx(1.0) for layer in honest.values() if layer.std_over_init)
+    crafted = {layer.layer: layer for layer in layer_visibility(random_query_weights(spec, seed=5), initial, initial)}
+    first, output = "layers.1.weight", "layers.3.weight"
+    assert crafted[first].relative_change > 1  # fresh weights: as far from the previous model as they are large
+    assert crafted[output].std_over_init < 0.5  # the rank-one output layer of scale 0.1 is narrower than its init

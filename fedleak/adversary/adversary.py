@@ -27,6 +27,7 @@ from fedleak.core.errors import first_line
 from fedleak.core.stopping import STOP
 from fedleak.core.updates import ClientUpdate, Weights
 from fedleak.crafting import CRAFTINGS, Crafting, CraftRequest
+from fedleak.crafting.visibility import layer_visibility
 from fedleak.defenses import LocalRound
 from fedleak.models import ModelSpec
 from fedleak.results.captures import CaptureStore
@@ -73,6 +74,8 @@ class Adversary:
         self.crafting: Crafting | None = None if scenario.crafting is None else \
             CRAFTINGS.get(scenario.crafting.name)(scenario.crafting.config)  # type: ignore[arg-type]
         """What a malicious server sends in its malicious rounds (``None``: the global model in every round)."""
+        self._initial: Weights | None = None
+        """The architecture's initialisation, drawn when a crafted round is first recorded."""
 
     def crafted_in(self, server_round: int) -> str | None:
         """The name of the crafting the server sends in ``server_round``; ``None``: it sends the
@@ -96,6 +99,18 @@ class Adversary:
         seed = self.scenario.seed * 1_000_003 + server_round  # fresh per round, reproducible per run
         request = CraftRequest(server_round, seed, node_id if self.crafting.per_client else None)
         return self.crafting.craft(self.model, global_weights, request)
+
+    def record_crafted(self, run_id: str, server_round: int, node_id: int | None, previous: Weights,
+                       sent: Weights) -> None:
+        """Store what an honest client could notice in the crafted weights ``sent`` in place of
+        ``previous`` (:mod:`fedleak.crafting.visibility`), against the architecture's own initialisation."""
+        crafted = self.crafted_in(server_round)
+        if crafted is None:
+            return
+        if self._initial is None:
+            self._initial = self.model.build(seed=self.scenario.seed).state_dict()
+        self.store.record_crafted(run_id, server_round, node_id, crafted, layer_visibility(sent, previous,
+                                                                                           self._initial))
 
     def wants(self, update: ClientUpdate) -> bool:
         partition = None if update.aggregate_of else update.partition_id

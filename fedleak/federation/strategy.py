@@ -90,7 +90,7 @@ class AdversarialStrategy(DelegatingStrategy):
         self._global = arrays
         global_weights = dict(arrays.to_torch_state_dict())
         per_client = self.adversary.crafts_per_client(server_round)
-        self._sent = global_weights if per_client else self.adversary.weights_to_send(server_round, global_weights)
+        self._sent = global_weights if per_client else self._send(server_round, global_weights)
         messages = self.inner.configure_train(server_round, ArrayRecord(self._sent), config, grid)
         self._sent_to = {}
         if not per_client:
@@ -98,11 +98,18 @@ class AdversarialStrategy(DelegatingStrategy):
         messages = list(messages)
         for message in messages:  # the inner strategy chose the clients; each gets its own weights
             node_id = message.metadata.dst_node_id
-            self._sent_to[node_id] = self.adversary.weights_to_send(server_round, global_weights, node_id)
+            self._sent_to[node_id] = self._send(server_round, global_weights, node_id)
             content = RecordDict(dict(message.content))  # Flower's strategies share one content between messages
             content[self.reader.keys.arrays] = ArrayRecord(self._sent_to[node_id])
             message.content = content
         return messages
+
+    def _send(self, server_round: int, global_weights: Weights, node_id: int | None = None) -> Weights:
+        """What goes to ``node_id`` (every node: ``None``); crafted weights are recorded as a client sees them."""
+        sent = self.adversary.weights_to_send(server_round, global_weights, node_id)
+        if sent is not global_weights:
+            self.adversary.record_crafted(self.run_id, server_round, node_id, global_weights, sent)
+        return sent
 
     def aggregate_train(self, flower_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:

@@ -116,3 +116,15 @@ class RejectedReply:
     """The partition the reply declared, when that was a valid id."""
     status: ReplyStatus
     reason: str
+
+
+@dataclass(frozen=True)
+class LayerVisibility:
+    """What an honest client could notice in one tensor of crafted weights (:mod:`fedleak.crafting.visibility`)."""
+
+    layer: str
+    norm: float
+    std: float
+    max_abs: float
+    relative_change: float | None
+    std_over_init: float | None

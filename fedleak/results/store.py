@@ -8,7 +8,8 @@ Layout of a run directory (0700; every file in it 0600, whatever the umask)::
     results.sqlite      runs (status, error, data-plan digest), rounds (utility, ε), updates
                         (accepted, rejected or failed replies; ε; batch digest; an attached
                         app's warnings; a lab update's sanity check), attack_results (status,
-                        scores and the mean-image reference, ε, time)
+                        scores and the mean-image reference, ε, time), crafted_weights (a malicious
+                        round's weights as a client sees them, per tensor)
     scenario.toml       the resolved scenario (re-runnable with ``fedleak run``)
     checkpoint.safetensors  the global model after the last completed round (:mod:`.checkpoint`)
     captures/           round-{r}.safetensors: the round's captured updates (:mod:`.captures`)
@@ -34,7 +35,15 @@ from typing import IO, TYPE_CHECKING, Any
 from fedleak.core.digests import record_digest
 from fedleak.core.errors import FedleakError
 from fedleak.core.updates import ClientUpdate
-from fedleak.results.rows import AttackResult, AttackStatus, Epsilon, RejectedReply, ReplyStatus, RunStatus
+from fedleak.results.rows import (
+    AttackResult,
+    AttackStatus,
+    Epsilon,
+    LayerVisibility,
+    RejectedReply,
+    ReplyStatus,
+    RunStatus,
+)
 
 if TYPE_CHECKING:  # reading a run needs neither torch, the scoring nor the accountant (Opacus)
     import torch
@@ -131,6 +140,9 @@ CREATE TABLE IF NOT EXISTS attack_results (
     mse REAL, psnr REAL, ssim REAL, label_accuracy REAL, success_rate REAL,
     num_reconstructed INTEGER, num_ground_truth INTEGER,
     threat TEXT, defenses TEXT, epsilon REAL, model_epsilon REAL, extras TEXT, image TEXT);
+CREATE TABLE IF NOT EXISTS crafted_weights (
+    run_id TEXT, round INTEGER, node_id TEXT, crafting TEXT, layer TEXT, norm REAL, std REAL, max_abs REAL,
+    relative_change REAL, std_over_init REAL);
 """
 
 _ADDED_COLUMNS = {
@@ -297,6 +309,16 @@ class ResultStore:
                                  "partition_id": reply.partition_id, "status": reply.status,
                                  "reason": reply.reason})
 
+    def record_crafted(self, run_id: str, server_round: int, node_id: int | None, crafting: str,
+                       layers: Iterable[LayerVisibility]) -> None:
+        """What a malicious server sent ``node_id`` (``None``: every client of the round) in
+        ``server_round`` instead of the global model, as a client could see it: one row per tensor."""
+        with self.transaction():
+            for layer in layers:
+                self._insert("crafted_weights", {"run_id": run_id, "round": server_round, "crafting": crafting,
+                                                 "node_id": None if node_id is None else str(node_id),
+                                                 **asdict(layer)})
+
     def record_attack(self, result: AttackResult, image: str | None = None,
                       reconstruction: str | None = None) -> None:
         """One attack's result; ``image`` and ``reconstruction``: the paths of its grid and of
@@ -358,6 +380,13 @@ class ResultStore:
         if attack is None:
             return self.query("SELECT * FROM attack_results ORDER BY id")
         return self.query("SELECT * FROM attack_results WHERE attack = ? ORDER BY id", attack)
+
+    def crafted_weights(self) -> list[dict[str, Any]]:
+        """Every stored row of crafted weights (:meth:`record_crafted`) in the order stored; none in a
+        database written before they were stored."""
+        if not self.query("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'crafted_weights'"):
+            return []
+        return self.query("SELECT * FROM crafted_weights ORDER BY rowid")
 
     def accepted_updates(self) -> int:
         """How many replies were accepted (captured) over the whole run."""
