@@ -266,8 +266,7 @@ def sweep(
     """Run every arm of a sweep on the same clients and batches; re-running resumes it."""
     from fedleak.results.store import check_out_dir
     from fedleak.sweep import SweepRunner, load_sweep
-    from fedleak.sweep.progress import SweepView
-    from fedleak.sweep.runner import SKIPPED
+    from fedleak.sweep.progress import SKIPPED, SweepView
 
     resolved = load_sweep(sweep_file, set_)
     check_out_dir(out)

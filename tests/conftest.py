@@ -37,12 +37,6 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return min(8, (os.cpu_count() or 1) + 1)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Modules that share a module fixture (marked ``xdist_group``) first: they are the suite's longest
-    units of work, and a worker that takes one last would run on alone after the others finished."""
-    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)  # stable: order kept within
-
-
 def imported_after(code: str, watched: Iterable[str]) -> list[str]:
     """The ``watched`` top-level packages in ``sys.modules`` after ``code`` ran in a fresh process."""
     probe = f"{code}\nimport sys\nprint(sorted(m for m in {tuple(watched)!r} if m in sys.modules))"

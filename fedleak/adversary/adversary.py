@@ -103,7 +103,8 @@ class Adversary:
     def record_crafted(self, run_id: str, server_round: int, node_id: int | None, previous: Weights,
                        sent: Weights) -> None:
         """Store what an honest client could notice in the crafted weights ``sent`` in place of
-        ``previous`` (:mod:`fedleak.crafting.visibility`), against the architecture's own initialisation."""
+        ``previous`` (:mod:`fedleak.crafting.visibility`), against the architecture's own initialisation;
+        nothing in a round that sends the global model."""
         crafted = self.crafted_in(server_round)
         if crafted is None:
             return

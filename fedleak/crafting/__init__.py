@@ -4,8 +4,8 @@ module per crafting."""
 import sys
 
 from fedleak.core.registry import import_submodules
-from fedleak.crafting.base import CRAFTINGS, Capability, Crafting, CraftingConfig, CraftRequest
+from fedleak.crafting.base import CRAFTINGS, Crafting, CraftingConfig, CraftRequest
 
 import_submodules(sys.modules[__name__])
 
-__all__ = ["CRAFTINGS", "Capability", "CraftRequest", "Crafting", "CraftingConfig"]
+__all__ = ["CRAFTINGS", "CraftRequest", "Crafting", "CraftingConfig"]

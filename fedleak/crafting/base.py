@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar
 
 from pydantic import Field
 
@@ -22,10 +22,6 @@ from fedleak.core.config import Strict
 from fedleak.core.registry import Registry
 from fedleak.core.updates import Weights
 from fedleak.models import ModelSpec
-
-Capability = Literal["weights", "architecture"]
-"""What the server must control to send a crafting: only the weights of the client's own
-architecture, or the architecture too (a module it inserts, shipped with the app)."""
 
 
 class CraftingConfig(Strict):
@@ -48,12 +44,11 @@ class CraftRequest:
 class Crafting(ABC):
     """A malicious server's weights for the rounds its config names.
 
-    Subclasses set ``Config`` (a :class:`CraftingConfig`), ``capability`` and ``per_client``,
-    and implement :meth:`craft`.
+    Subclasses set ``Config`` (a :class:`CraftingConfig`) and ``per_client``, and implement
+    :meth:`craft`.
     """
 
     Config: ClassVar[type[CraftingConfig]] = CraftingConfig
-    capability: ClassVar[Capability] = "weights"
     per_client: ClassVar[bool] = False
     """Whether each client gets its own weights (:meth:`craft` is asked once per client)."""
 

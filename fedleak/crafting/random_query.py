@@ -81,8 +81,8 @@ class RandomQuery(Crafting):
         return weights
 
 
-def random_query_weights(model: ModelSpec, seed: int, config: RandomQueryConfig | None = None) -> Weights:
-    """The random query :class:`RandomQuery` sends, drawn with ``seed`` outside a run (the theory
-    benchmark and the tests query a model directly); ``config``: its scales (default: the defaults)."""
-    crafting = RandomQuery(config or RandomQueryConfig(rounds=[1]))
+def random_query_weights(model: ModelSpec, seed: int) -> Weights:
+    """The random query :class:`RandomQuery` sends at its default scales, drawn with ``seed`` outside
+    a run (the theory benchmark and the tests query a model directly)."""
+    crafting = RandomQuery(RandomQueryConfig(rounds=[1]))
     return crafting.craft(model, {}, CraftRequest(server_round=1, seed=seed))

@@ -17,8 +17,6 @@ These are the ground a client-side detector stands on; an honest round's weights
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from fedleak.core.updates import Weights
@@ -34,16 +32,14 @@ def layer_visibility(sent: Weights, previous: Weights, initial: Weights) -> list
 
 
 def _layer(name: str, sent: torch.Tensor, previous: torch.Tensor, initial: torch.Tensor) -> LayerVisibility:
-    previous_norm = float(previous.norm())
-    init_std = _std(initial)
+    previous_norm, std, init_std = float(previous.norm()), _std(sent), _std(initial)
     return LayerVisibility(
-        layer=name, norm=float(sent.norm()), std=_std(sent), max_abs=float(sent.abs().max()),
+        layer=name, norm=float(sent.norm()), std=std, max_abs=float(sent.abs().max()),
         relative_change=float((sent - previous).norm()) / previous_norm if previous_norm > 0 else None,
-        std_over_init=_std(sent) / init_std if init_std > 0 else None,
+        std_over_init=std / init_std if init_std > 0 else None,
     )
 
 
 def _std(tensor: torch.Tensor) -> float:
     """The population standard deviation (0 for a single value, where torch's unbiased one is NaN)."""
-    value = float(tensor.std(unbiased=False)) if tensor.numel() else 0.0
-    return 0.0 if math.isnan(value) else value
+    return float(tensor.std(unbiased=False))

@@ -107,8 +107,7 @@ class AdversarialStrategy(DelegatingStrategy):
     def _send(self, server_round: int, global_weights: Weights, node_id: int | None = None) -> Weights:
         """What goes to ``node_id`` (every node: ``None``); crafted weights are recorded as a client sees them."""
         sent = self.adversary.weights_to_send(server_round, global_weights, node_id)
-        if sent is not global_weights:
-            self.adversary.record_crafted(self.run_id, server_round, node_id, global_weights, sent)
+        self.adversary.record_crafted(self.run_id, server_round, node_id, global_weights, sent)
         return sent
 
     def aggregate_train(self, flower_round: int, replies: Iterable[Message]

@@ -213,6 +213,7 @@ class Scenario(Strict):
         if self.app is not None:  # the app's rounds and clients are known only as it runs
             return self
         rounds, clients = self.federation.rounds, self.partition.num_clients
+        # getattr: the first (plain) pass keeps a component's config unchecked, without its rounds
         crafted = getattr(self.crafting.config, "rounds", []) if self.crafting else []
         for key, values, bound in (("capture.rounds", self.capture.rounds, rounds),
                                    ("crafting.rounds", crafted, rounds),

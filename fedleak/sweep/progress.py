@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from rich.console import Console
 from rich.live import Live
@@ -20,7 +20,9 @@ from fedleak.results.rows import RunStatus
 if TYPE_CHECKING:
     from fedleak.sweep.schema import Sweep
 
-_COLOURS = {RunStatus.FINISHED: "green", "skipped": "green", RunStatus.FAILED: "red", RunStatus.INTERRUPTED: "yellow",
+SKIPPED: Final = "skipped"
+"""An arm's outcome when it had finished before the sweep started (beside the statuses of a run)."""
+_COLOURS = {RunStatus.FINISHED: "green", SKIPPED: "green", RunStatus.FAILED: "red", RunStatus.INTERRUPTED: "yellow",
             RunStatus.RUNNING: "cyan"}
 _BAR = 20
 """Cells of the rounds bar (one per round up to this many rounds)."""
@@ -48,7 +50,7 @@ class SweepView:
         """Show every arm: ``skipped`` ones finished before, ``rerun`` ones run again (with why)."""
         self.rows = {arm: _Row(rounds=scenario.federation.rounds) for arm, scenario in sweep.arms.items()}
         for arm in skipped:
-            self.rows[arm].status, self.rows[arm].note = "skipped", "finished before"
+            self.rows[arm].status, self.rows[arm].note = SKIPPED, "finished before"
         for arm, state in rerun.items():
             self.rows[arm].note = {"changed": "its scenario changed: running again"}.get(
                 state, f"{state} before: running again")
@@ -103,5 +105,5 @@ class SweepView:
 def _bar(row: _Row) -> str:
     """``■■■□□ 3/5``: one cell per round (scaled beyond ``_BAR`` rounds)."""
     cells = min(row.rounds, _BAR)
-    filled = cells if row.status in (RunStatus.FINISHED, "skipped") else row.done * cells // max(row.rounds, 1)
-    return f"{'■' * filled}{'□' * (cells - filled)} {row.rounds if row.status == 'skipped' else row.done}/{row.rounds}"
+    filled = cells if row.status in (RunStatus.FINISHED, SKIPPED) else row.done * cells // max(row.rounds, 1)
+    return f"{'■' * filled}{'□' * (cells - filled)} {row.rounds if row.status == SKIPPED else row.done}/{row.rounds}"

@@ -24,7 +24,7 @@ import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal, TypeAlias
+from typing import Literal, TypeAlias
 
 from fedleak.core.errors import FedleakError
 from fedleak.results.collection import SWEEP_FILE
@@ -33,13 +33,11 @@ from fedleak.results.rows import RunStatus
 from fedleak.results.store import DATABASE, ResultStore, make_private_dir, make_run_dir, write_private
 from fedleak.scenario import Scenario
 from fedleak.sweep.arm import read_progress
-from fedleak.sweep.progress import SweepView
+from fedleak.sweep.progress import SKIPPED, SweepView
 from fedleak.sweep.schema import Sweep
 
 ArmState: TypeAlias = Literal["new", "changed"] | RunStatus
 """An arm's run directory: none yet, a finished run of another scenario, or its run's status."""
-SKIPPED: Final = "skipped"
-"""An arm's outcome when it had finished before the sweep started (beside the statuses of a run)."""
 _POLL_S = 0.5
 _STOP_GRACE_S = 2.0
 """How long an interrupted arm's process may take to stop before it is killed (one was seen to outlive
